@@ -1,0 +1,456 @@
+"""Scenario files: frozen dataclasses loaded from TOML and validated in one pass.
+
+:func:`load_scenario` reads a TOML file, checks every field, and raises one
+:class:`ScenarioError` that lists *every* problem (field name, allowed range, value)
+before anything is built or started. The file format is documented field by field in
+``docs/scenarios.md``; ``scenarios/default.toml`` is a complete example.
+
+A scenario may hold several ``[[cases]]``: each case overrides fields of the
+``[scheduler]``, ``[fleet]`` and ``[grid]`` tables and is run as its own
+co-simulation (one output sub-folder per case).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from adapters.networks import check_network_name
+
+STRATEGIES = ("uncoordinated", "smart", "smart_q", "v2g", "v2g_q", "autonomous")
+MODES = ("day_ahead", "receding")
+STARTERS = ("python", "cmd", "connect")
+SIMULATOR_NAMES = ("grid", "baseload", "pv", "fleet", "scheduler", "recorder")
+BASELOAD_SOURCES = ("simbench", "csv", "nominal")
+ARRIVALS = ("gev", "fixed")
+
+
+class ScenarioError(ValueError):
+    """A scenario file has problems; ``problems`` lists each one."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = list(problems)
+        text = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s) in the scenario:\n{text}")
+
+
+# --- a field spec is (type, lower, upper, choices); bounds are inclusive unless the
+# --- lower bound is given as ("gt", x) for strictly greater.
+
+
+def _spec(lo=None, hi=None, choices=None, gt=False):
+    return {"lo": lo, "hi": hi, "choices": choices, "gt": gt}
+
+
+@dataclass(frozen=True)
+class ScenarioMeta:
+    """``[scenario]``: name, clock and randomness."""
+
+    name: str = "scenario"
+    description: str = ""
+    seed: int = field(default=0, metadata=_spec(lo=0))
+    start: dt.datetime = dt.datetime(2024, 5, 15, 16, 0)
+    end: dt.datetime = dt.datetime(2024, 5, 16, 8, 0)
+    step_s: int = field(default=900, metadata=_spec(lo=1, hi=86400))
+    latitude_deg: float = field(default=48.8, metadata=_spec(lo=-90, hi=90))
+    longitude_deg: float = field(default=2.3, metadata=_spec(lo=-180, hi=180))
+    altitude_m: float = field(default=100.0, metadata=_spec(lo=-500, hi=9000))
+    timezone: str = "Europe/Paris"
+
+    @property
+    def horizon_s(self) -> int:
+        return int((self.end - self.start).total_seconds())
+
+    @property
+    def n_steps(self) -> int:
+        return self.horizon_s // self.step_s
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """``[grid]``: network and operating limits."""
+
+    network: str = "cigre_lv"
+    vm_min_pu: float = field(default=0.92, metadata=_spec(lo=0.5, hi=1.0, gt=True))
+    vm_max_pu: float = field(default=1.08, metadata=_spec(lo=1.0, hi=1.5))
+    max_line_loading_percent: float = field(default=100.0, metadata=_spec(lo=0, hi=1000, gt=True))
+    max_trafo_loading_percent: float = field(default=100.0, metadata=_spec(lo=0, hi=1000, gt=True))
+    ext_grid_vm_pu: float | None = field(default=None, metadata=_spec(lo=0.8, hi=1.2))
+
+
+@dataclass(frozen=True)
+class BaseLoadConfig:
+    """``[baseload]``: household/commercial demand per load."""
+
+    source: str = field(default="simbench", metadata=_spec(choices=BASELOAD_SOURCES))
+    csv_path: str = ""
+    scale: float = field(default=1.0, metadata=_spec(lo=0, hi=10))
+    # load-name prefix -> SimBench profile name; "*" is the fallback
+    profiles: dict = field(default_factory=lambda: {"R": "H0-A", "C": "G1-A", "I": "G3-A", "*": "H0-A"})
+    forecast_error_std: float = field(default=0.0, metadata=_spec(lo=0, hi=1))
+
+
+@dataclass(frozen=True)
+class PVUnit:
+    """One rooftop PV unit (``[[pv.units]]``)."""
+
+    bus: str | int
+    kwp: float = field(metadata=_spec(lo=0, hi=100000, gt=True))
+    s_kva: float | None = field(default=None, metadata=_spec(lo=0, hi=100000, gt=True))
+
+
+@dataclass(frozen=True)
+class PVConfig:
+    """``[pv]``: rooftop PV with VDE-AR-N 4105 cos phi(P)."""
+
+    tilt_deg: float = field(default=30.0, metadata=_spec(lo=0, hi=90))
+    azimuth_deg: float = field(default=180.0, metadata=_spec(lo=0, hi=360))
+    units: tuple[PVUnit, ...] = ()
+    forecast_error_std: float = field(default=0.0, metadata=_spec(lo=0, hi=1))
+
+
+@dataclass(frozen=True)
+class EVEntry:
+    """One explicitly listed EV (``[[fleet.evs]]``); times in hours after ``start``."""
+
+    bus: str | int
+    arrival_h: float = field(metadata=_spec(lo=0))
+    departure_h: float = field(metadata=_spec(lo=0))
+    soc_initial: float = field(default=0.5, metadata=_spec(lo=0, hi=1))
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """``[fleet]``: EV counts per bus, parameters and sampling distributions."""
+
+    counts: dict = field(default_factory=dict)
+    evs: tuple[EVEntry, ...] = ()
+    battery_kwh: float = field(default=16.0, metadata=_spec(lo=0, hi=1000, gt=True))
+    charger_kva: float = field(default=3.6, metadata=_spec(lo=0, hi=1000, gt=True))
+    efficiency: float = field(default=0.9, metadata=_spec(lo=0, hi=1, gt=True))
+    soc_target: float = field(default=1.0, metadata=_spec(lo=0, hi=1))
+    soc_min: float = field(default=0.0, metadata=_spec(lo=0, hi=1))
+    soc_max: float = field(default=1.0, metadata=_spec(lo=0, hi=1))
+    can_discharge: bool = False
+    can_reactive: bool = False
+    autonomous: bool = False
+    arrival: str = field(default="gev", metadata=_spec(choices=ARRIVALS))
+    arrival_fixed_h: float = field(default=16.0, metadata=_spec(lo=0, hi=48))
+    arrival_gev_shape: float = field(default=-0.06, metadata=_spec(lo=-1, hi=1))
+    arrival_gev_scale_h: float = field(default=0.85, metadata=_spec(lo=0, hi=24, gt=True))
+    arrival_gev_loc_h: float = field(default=17.3, metadata=_spec(lo=0, hi=48))
+    departure_weibull_scale_h: float = field(default=7.67, metadata=_spec(lo=0, hi=48, gt=True))
+    departure_weibull_shape: float = field(default=21.83, metadata=_spec(lo=0, hi=1000, gt=True))
+    soc_initial_mean: float = field(default=0.49, metadata=_spec(lo=0, hi=1))
+    soc_initial_std: float = field(default=0.04, metadata=_spec(lo=0, hi=1))
+    consumption_kwh_per_km: float = field(default=0.160, metadata=_spec(lo=0, hi=10))
+    e_star_kwh: float | None = field(default=None, metadata=_spec(lo=0, hi=100))
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """``[scheduler]``: strategy, planning mode and solver settings."""
+
+    strategy: str = field(default="uncoordinated", metadata=_spec(choices=STRATEGIES))
+    mode: str = field(default="receding", metadata=_spec(choices=MODES))
+    k_weight: float = field(default=1e-4, metadata=_spec(lo=0, hi=1))
+    cone: str = field(default="soc", metadata=_spec(choices=("soc", "polygon")))
+    polygon_sides: int = field(default=16, metadata=_spec(lo=4, hi=256))
+    solver: str = "auto"
+    time_limit_s: float = field(default=60.0, metadata=_spec(lo=0, hi=86400, gt=True))
+    soft_penalty: float = field(default=1e4, metadata=_spec(lo=0, hi=1e12, gt=True))
+    relinearise: bool = False
+    force_q_zero_replay: bool = False
+
+
+@dataclass(frozen=True)
+class StarterConfig:
+    """How one simulator is started: in-process, subprocess or connect."""
+
+    starter: str = field(default="python", metadata=_spec(choices=STARTERS))
+    addr: str = "127.0.0.1:0"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One co-simulation run of a scenario (after applying a ``[[cases]]`` entry)."""
+
+    name: str
+    scenario: ScenarioMeta
+    grid: GridConfig
+    baseload: BaseLoadConfig
+    pv: PVConfig
+    fleet: FleetConfig
+    scheduler: SchedulerConfig
+    simulators: dict[str, StarterConfig]
+    base_dir: Path
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario file: shared settings and its cases."""
+
+    source: Path
+    cases: tuple[Case, ...]
+    compare: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------- validation ---
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    ann = str(annotation)
+    if "float" in ann and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return True
+    if "int" in ann and isinstance(value, int) and not isinstance(value, bool):
+        return True
+    if "str" in ann and isinstance(value, str):
+        return True
+    if "bool" in ann and isinstance(value, bool):
+        return True
+    if "datetime" in ann and isinstance(value, dt.datetime):
+        return True
+    if "dict" in ann and isinstance(value, dict):
+        return True
+    if "None" in ann and value is None:
+        return True
+    return False
+
+
+def _range_problem(name: str, value: Any, meta: dict) -> str | None:
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        return f"{name}: must be one of {', '.join(map(repr, meta['choices']))}, got {value!r}"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    lo, hi, gt = meta.get("lo"), meta.get("hi"), meta.get("gt")
+    if value != value or value in (float("inf"), float("-inf")):
+        return f"{name}: must be a finite number, got {value!r}"
+    low_bad = lo is not None and (value <= lo if gt else value < lo)
+    high_bad = hi is not None and value > hi
+    if low_bad or high_bad:
+        left = "(" if gt else "["
+        lo_txt = "-inf" if lo is None else f"{lo:g}"
+        hi_txt = "inf" if hi is None else f"{hi:g}"
+        return f"{name}: must be in {left}{lo_txt}, {hi_txt}], got {value!r}"
+    return None
+
+
+def _build(cls, raw: Any, prefix: str, problems: list[str], base=None):
+    """Instantiate dataclass ``cls`` from a TOML table, collecting problems."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{prefix}: must be a table, got {type(raw).__name__}")
+        return base if base is not None else None
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = f"{prefix}.{key}"
+        if key not in known:
+            problems.append(f"{name}: unknown field (allowed: {', '.join(sorted(known))})")
+            continue
+        f = known[key]
+        if key == "units":
+            values[key] = tuple(_build_list(PVUnit, value, name, problems))
+            continue
+        if key == "evs":
+            values[key] = tuple(_build_list(EVEntry, value, name, problems))
+            continue
+        if not _type_ok(value, f.type):
+            problems.append(f"{name}: must be of type {f.type}, got {type(value).__name__} {value!r}")
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and "float" in str(f.type):
+            value = float(value)
+        problem = _range_problem(name, value, dict(f.metadata))
+        if problem:
+            problems.append(problem)
+            continue
+        values[key] = value
+    missing = [
+        n for n, f in known.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        and n not in values and (base is None)
+    ]
+    for n in missing:
+        if not any(p.startswith(f"{prefix}.{n}:") for p in problems):
+            problems.append(f"{prefix}.{n}: required field is missing")
+    if missing:
+        return None
+    try:
+        return replace(base, **values) if base is not None else cls(**values)
+    except TypeError as exc:  # pragma: no cover - guarded by the checks above
+        problems.append(f"{prefix}: {exc}")
+        return None
+
+
+def _build_list(cls, raw: Any, prefix: str, problems: list[str]) -> list:
+    if not isinstance(raw, list):
+        problems.append(f"{prefix}: must be an array of tables")
+        return []
+    out = []
+    for i, item in enumerate(raw):
+        obj = _build(cls, item, f"{prefix}[{i}]", problems)
+        if obj is not None:
+            out.append(obj)
+    return out
+
+
+def _check_scenario_meta(meta: ScenarioMeta, problems: list[str]) -> None:
+    if meta.end <= meta.start:
+        problems.append(f"scenario.end: must be after scenario.start ({meta.start}), got {meta.end}")
+        return
+    if meta.horizon_s % meta.step_s:
+        problems.append(
+            f"scenario.step_s: must divide the horizon of {meta.horizon_s} s "
+            f"(start {meta.start} to end {meta.end}), got {meta.step_s}"
+        )
+
+
+def _check_fleet(fleet: FleetConfig, meta: ScenarioMeta, prefix: str, problems: list[str]) -> None:
+    if fleet.soc_min > fleet.soc_max:
+        problems.append(f"{prefix}.soc_min: must not exceed soc_max ({fleet.soc_max}), got {fleet.soc_min}")
+    if not fleet.soc_min <= fleet.soc_target <= fleet.soc_max:
+        problems.append(
+            f"{prefix}.soc_target: must be in [soc_min, soc_max] = [{fleet.soc_min}, {fleet.soc_max}], "
+            f"got {fleet.soc_target}"
+        )
+    for bus, count in fleet.counts.items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            problems.append(f"{prefix}.counts.{bus}: must be an integer >= 0, got {count!r}")
+    horizon_h = meta.horizon_s / 3600.0
+    for i, ev in enumerate(fleet.evs):
+        if ev.departure_h <= ev.arrival_h:
+            problems.append(
+                f"{prefix}.evs[{i}].departure_h: must be after arrival_h ({ev.arrival_h}), got {ev.departure_h}"
+            )
+        if ev.arrival_h > horizon_h:
+            problems.append(f"{prefix}.evs[{i}].arrival_h: must be in [0, {horizon_h:g}] h, got {ev.arrival_h}")
+
+
+def _check_buses(case_prefix: str, grid: GridConfig, pv: PVConfig, fleet: FleetConfig,
+                 base_dir: Path, problems: list[str]) -> None:
+    """Bus references must exist in the network (loads it; cached per process)."""
+    from scenarios.buses import resolve_bus
+    from adapters.networks import load_network
+
+    net = load_network(grid.network, base_dir)
+    refs = [(f"{case_prefix}fleet.counts.{b}", b) for b in fleet.counts]
+    refs += [(f"{case_prefix}fleet.evs[{i}].bus", e.bus) for i, e in enumerate(fleet.evs)]
+    refs += [(f"{case_prefix}pv.units[{i}].bus", u.bus) for i, u in enumerate(pv.units)]
+    for name, ref in refs:
+        try:
+            resolve_bus(net, ref)
+        except KeyError as exc:
+            problems.append(f"{name}: {exc.args[0]}")
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario TOML file.
+
+    Raises
+    ------
+    ScenarioError
+        listing every problem found, before anything is built.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(str(path), [f"file not found: {path}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(str(path), [f"not valid TOML: {exc}"]) from None
+    return parse_scenario(raw, path)
+
+
+def parse_scenario(raw: dict, path: Path) -> Scenario:
+    """Validate an already parsed TOML document (see :func:`load_scenario`)."""
+    problems: list[str] = []
+    top = {"scenario", "grid", "baseload", "pv", "fleet", "scheduler", "simulators", "cases", "compare"}
+    for key in raw:
+        if key not in top:
+            problems.append(f"{key}: unknown table (allowed: {', '.join(sorted(top))})")
+    base_dir = path.parent
+    meta = _build(ScenarioMeta, raw.get("scenario"), "scenario", problems)
+    grid = _build(GridConfig, raw.get("grid"), "grid", problems)
+    baseload = _build(BaseLoadConfig, raw.get("baseload"), "baseload", problems)
+    pv = _build(PVConfig, raw.get("pv"), "pv", problems)
+    fleet = _build(FleetConfig, raw.get("fleet"), "fleet", problems)
+    sched = _build(SchedulerConfig, raw.get("scheduler"), "scheduler", problems)
+
+    simulators: dict[str, StarterConfig] = {}
+    sims_raw = raw.get("simulators", {})
+    if not isinstance(sims_raw, dict):
+        problems.append("simulators: must be a table")
+        sims_raw = {}
+    for name in SIMULATOR_NAMES:
+        simulators[name] = _build(StarterConfig, sims_raw.get(name), f"simulators.{name}", problems) or StarterConfig()
+    for name in sims_raw:
+        if name not in SIMULATOR_NAMES:
+            problems.append(f"simulators.{name}: unknown simulator (allowed: {', '.join(SIMULATOR_NAMES)})")
+
+    if meta is not None:
+        _check_scenario_meta(meta, problems)
+    if grid is not None:
+        net_problem = check_network_name(grid.network, base_dir)
+        if net_problem:
+            problems.append(f"grid.network: {net_problem}")
+            grid = None
+    if baseload is not None and baseload.source == "csv":
+        csv = base_dir / baseload.csv_path
+        if not baseload.csv_path or not csv.is_file():
+            problems.append(f"baseload.csv_path: must name an existing CSV file when source = 'csv', got {baseload.csv_path!r}")
+
+    cases_raw = raw.get("cases", [{}])
+    if not isinstance(cases_raw, list) or not cases_raw:
+        problems.append("cases: must be a non-empty array of tables")
+        cases_raw = [{}]
+    cases: list[Case] = []
+    names: set[str] = set()
+    for i, craw in enumerate(cases_raw):
+        prefix = f"cases[{i}]"
+        if not isinstance(craw, dict):
+            problems.append(f"{prefix}: must be a table")
+            continue
+        cname = craw.get("name", meta.name if meta else f"case{i}")
+        if not isinstance(cname, str) or not cname or "/" in cname:
+            problems.append(f"{prefix}.name: must be a non-empty string without '/', got {cname!r}")
+            continue
+        if cname in names:
+            problems.append(f"{prefix}.name: duplicate case name {cname!r}")
+        names.add(cname)
+        for key in craw:
+            if key not in {"name", "scheduler", "fleet", "grid"}:
+                problems.append(f"{prefix}.{key}: unknown field (allowed: fleet, grid, name, scheduler)")
+        c_sched = _build(SchedulerConfig, craw.get("scheduler"), f"{prefix}.scheduler", problems, base=sched) if sched else None
+        c_fleet = _build(FleetConfig, craw.get("fleet"), f"{prefix}.fleet", problems, base=fleet) if fleet else None
+        c_grid = _build(GridConfig, craw.get("grid"), f"{prefix}.grid", problems, base=grid) if grid else None
+        if c_fleet is not None and meta is not None:
+            _check_fleet(c_fleet, meta, f"{prefix}.fleet" if "fleet" in craw else "fleet", problems)
+        if c_sched is not None and c_fleet is not None:
+            if c_sched.strategy == "autonomous" and not c_fleet.autonomous:
+                problems.append(f"{prefix}.fleet.autonomous: must be true for strategy 'autonomous'")
+            if c_sched.strategy in ("v2g", "v2g_q") and not c_fleet.can_discharge:
+                problems.append(f"{prefix}.fleet.can_discharge: must be true for strategy {c_sched.strategy!r}")
+            if c_sched.strategy in ("smart_q", "v2g_q") and not c_fleet.can_reactive:
+                problems.append(f"{prefix}.fleet.can_reactive: must be true for strategy {c_sched.strategy!r}")
+        if None in (meta, c_grid, baseload, pv, c_fleet, c_sched):
+            continue
+        cases.append(Case(cname, meta, c_grid, baseload, pv, c_fleet, c_sched, simulators, base_dir))
+
+    # Bus references need the network: checked on the shared tables, whatever else failed.
+    if grid is not None and (fleet is not None or pv is not None):
+        _check_buses("", grid, pv or PVConfig(), fleet or FleetConfig(), base_dir, problems)
+
+    compare = raw.get("compare", [])
+    if not isinstance(compare, list) or not all(isinstance(c, str) for c in compare):
+        problems.append("compare: must be an array of summary keys")
+        compare = []
+    if problems:
+        # de-duplicate while keeping order (cases share the base tables)
+        problems = list(dict.fromkeys(problems))
+        raise ScenarioError(str(path), problems)
+    return Scenario(path, tuple(cases), tuple(compare))

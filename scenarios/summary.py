@@ -1,0 +1,116 @@
+"""A run's summary figures, computed from what the recorder wrote to disk.
+
+Everything here reads the recorded tables (``simulators.recorder.model``), so the
+same figures can be computed for any finished or interrupted run. Keys carry units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from simulators.recorder.model import read_table, tables
+
+# An EV counts as "at target" within this SOC tolerance [-] (1e-3 of 16 kWh = 16 Wh).
+SOC_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class EVInfo:
+    """Static EV data the summary needs (from the fleet specs)."""
+
+    ev_id: str
+    capacity_kwh: float
+    efficiency: float
+    soc_target: float
+    arrival_s: float
+    departure_s: float
+
+
+def soc_trajectories(ev: pd.DataFrame, infos: Sequence[EVInfo], step_s: int, n_steps: int) -> np.ndarray:
+    """SOC of every EV at the step boundaries 0..T, shape (T+1, V) [-].
+
+    The recorded ``soc`` at ``t`` is the state at the start of step ``t``; the
+    state after the last step follows from the recorded power with seed 000 eq. (4):
+    ``soc += (eta [P]+ - [P]- / eta) dt / E``.
+    """
+    soc = ev.pivot(index="time_s", columns="entity", values="soc")
+    p = ev.pivot(index="time_s", columns="entity", values="p_kw")
+    times = np.arange(n_steps) * step_s
+    soc = soc.reindex(index=times, columns=[i.ev_id for i in infos]).ffill()
+    p = p.reindex(index=times, columns=[i.ev_id for i in infos]).fillna(0.0)
+    eta = np.array([i.efficiency for i in infos])
+    cap = np.array([i.capacity_kwh for i in infos])
+    last_p = p.to_numpy()[-1]
+    gain = (eta * np.maximum(last_p, 0) - np.maximum(-last_p, 0) / eta) * (step_s / 3600.0) / cap
+    s = soc.to_numpy()
+    return np.vstack([s, s[-1] + gain])
+
+
+def summarize(out_dir, infos: Sequence[EVInfo], step_s: int, n_steps: int,
+              vm_min_pu: float, vm_max_pu: float) -> dict:
+    """Summary figures of a recorded run (see module docstring for the keys)."""
+    present = set(tables(out_dir))
+    out: dict[str, object] = {}
+    if "Bus" in present:
+        bus = read_table(out_dir, "Bus")
+        vm = bus["vm_pu"].dropna() if "vm_pu" in bus else pd.Series(dtype=float)
+        out["min_voltage_pu"] = float(vm.min()) if len(vm) else None
+        out["max_voltage_pu"] = float(vm.max()) if len(vm) else None
+        out["violating_bus_steps"] = int(((vm < vm_min_pu - 1e-9) | (vm > vm_max_pu + 1e-9)).sum())
+    if "Line" in present:
+        line = read_table(out_dir, "Line")
+        out["max_line_loading_percent"] = _max(line, "loading_percent")
+    if "Trafo" in present:
+        trafo = read_table(out_dir, "Trafo")
+        out["max_trafo_loading_percent"] = _max(trafo, "loading_percent")
+    if "Grid" in present:
+        grid = read_table(out_dir, "Grid")
+        conv = grid["pf_converged"].fillna(False).astype(bool) if "pf_converged" in grid else pd.Series([], dtype=bool)
+        out["pf_not_converged_steps"] = int((~conv).sum())
+        out["recorded_steps"] = int(grid["time_s"].nunique())
+    if "EV" in present and infos:
+        ev = read_table(out_dir, "EV")
+        out.update(_ev_figures(ev, infos, step_s, n_steps))
+    if "Scheduler" in present:
+        sched = read_table(out_dir, "Scheduler")
+        out["solve_seconds"] = float(sched["solve_s"].fillna(0).sum()) if "solve_s" in sched else 0.0
+        out["fallback_steps"] = int(sched["fallback"].fillna(False).astype(bool).sum()) if "fallback" in sched else 0
+        out["soft_limit_violation_max"] = _max(sched, "soft_violation_max") or 0.0
+    return out
+
+
+def _max(df: pd.DataFrame, col: str) -> float | None:
+    if col not in df or df[col].dropna().empty:
+        return None
+    return float(df[col].max())
+
+
+def _ev_figures(ev: pd.DataFrame, infos: Sequence[EVInfo], step_s: int, n_steps: int) -> dict:
+    soc = soc_trajectories(ev, infos, step_s, n_steps)
+    times_s = np.arange(n_steps + 1) * step_s
+    target = np.array([i.soc_target for i in infos])
+    dep = np.array([i.departure_s for i in infos])
+    # SOC at departure: the state at the first step boundary at or after departure
+    # (the end of the horizon for EVs that leave later).
+    dep_idx = np.minimum(np.searchsorted(times_s, dep, side="left"), n_steps)
+    soc_dep = soc[dep_idx, np.arange(len(infos))]
+    reached = soc >= target - SOC_TOLERANCE
+    frac = reached.mean(axis=1)
+    idx95 = np.flatnonzero(frac >= 0.95)
+    p = ev.pivot(index="time_s", columns="entity", values="p_kw")
+    q = ev.pivot(index="time_s", columns="entity", values="q_kvar") if "q_kvar" in ev else p * 0
+    dt_h = step_s / 3600.0
+    return {
+        "n_evs": len(infos),
+        "mean_soc_at_departure": float(soc_dep.mean()),
+        "evs_below_target_at_departure": int((soc_dep < target - SOC_TOLERANCE).sum()),
+        "t95_hours": float(times_s[idx95[0]] / 3600.0) if idx95.size else None,
+        "ev_energy_kwh": float(p.clip(lower=0).to_numpy().sum() * dt_h),
+        "v2g_discharged_kwh": float((-p.clip(upper=0)).to_numpy().sum() * dt_h),
+        "reactive_energy_kvarh": float(q.abs().to_numpy().sum() * dt_h),
+        "max_ev_clipping_kw": float(ev["p_clipped_kw"].abs().max()) if "p_clipped_kw" in ev else 0.0,
+    }

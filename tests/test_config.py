@@ -1,0 +1,110 @@
+"""Scenario validation: every problem reported at once, before anything starts."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from scenarios.config import ScenarioError, load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "s.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_scenarios_validate(path):
+    scenario = load_scenario(path)
+    assert scenario.cases
+
+
+def test_all_problems_listed_at_once(tmp_path):
+    path = write(tmp_path, """
+        [scenario]
+        start = 2024-05-15T16:00:00
+        end = 2024-05-16T08:00:00
+        step_s = 7000
+        [grid]
+        network = "cigre_lv"
+        vm_min_pu = -1.0
+        [fleet]
+        battery_kwh = -16.0
+        efficiency = 1.5
+        soc_target = 1.2
+        counts = { R1 = 3, R99 = 2 }
+        evs = [ { bus = "R11", arrival_h = 3.0, departure_h = 2.0 } ]
+        [scheduler]
+        strategy = "telepathy"
+    """)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    text = str(info.value)
+    for needle in ("scenario.step_s", "grid.vm_min_pu", "fleet.battery_kwh", "fleet.efficiency",
+                   "fleet.soc_target", "scheduler.strategy", "R99", "departure_h"):
+        assert needle in text, needle
+    assert len(info.value.problems) >= 8
+    # ranges are named
+    assert "must be in (0, 1000]" in text
+    assert "must be in (0, 1]" in text
+
+
+def test_unknown_network_and_simbench_code(tmp_path):
+    for net, needle in (("simbench:1-LV-nowhere--0-sw", "unknown SimBench code"),
+                        ("atlantis", "unknown network"),
+                        ("missing.json", "does not exist")):
+        path = write(tmp_path, f"""
+            [grid]
+            network = "{net}"
+        """)
+        with pytest.raises(ScenarioError, match=needle):
+            load_scenario(path)
+
+
+def test_unknown_tables_and_fields(tmp_path):
+    path = write(tmp_path, """
+        [grid]
+        netwrok = "cigre_lv"
+        [flet]
+        counts = {}
+    """)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert "grid.netwrok: unknown field" in str(info.value)
+    assert "flet: unknown table" in str(info.value)
+
+
+def test_strategy_needs_capable_chargers(tmp_path):
+    path = write(tmp_path, """
+        [fleet]
+        counts = { R1 = 1 }
+        [scheduler]
+        strategy = "v2g_q"
+    """)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert "can_discharge" in str(info.value) and "can_reactive" in str(info.value)
+
+
+def test_cases_override_and_names(tmp_path):
+    path = write(tmp_path, """
+        [fleet]
+        counts = { R1 = 1 }
+        can_discharge = true
+        [[cases]]
+        name = "a"
+        [[cases]]
+        name = "b"
+        scheduler = { strategy = "v2g" }
+        fleet = { soc_target = 0.8 }
+    """)
+    scenario = load_scenario(path)
+    a, b = scenario.cases
+    assert (a.scheduler.strategy, b.scheduler.strategy) == ("uncoordinated", "v2g")
+    assert (a.fleet.soc_target, b.fleet.soc_target) == (1.0, 0.8)
+    assert b.fleet.counts == {"R1": 1}

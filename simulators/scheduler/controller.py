@@ -1,0 +1,306 @@
+"""The central charging controller: fleet and grid state in, setpoints out.
+
+Pure model (no mosaik). The mosaik adapter (:mod:`.mosaik_api`) hands it, each
+step, what a real operator would have: the state of the EVs that are plugged in
+(:class:`FleetView`, built from the fleet simulator's ``fleet_state``), the last
+measured grid voltages, and forecasts of the base load and PV. It returns one
+setpoint per plugged EV for the current step.
+
+Modes
+-----
+``day_ahead``
+    One solve at the first step over the whole horizon with perfect knowledge of
+    every EV (as in the papers); later steps replay the plan.
+``receding``
+    Every step: rebuild the problem over the remaining horizon from the EVs plugged
+    in now (EVs not yet arrived are unknown), solve, apply the first step.
+
+EV availability
+---------------
+The optimiser plans power only in steps the EV is plugged in for the *whole*
+step (``arrival <= t`` and ``t + dt <= departure``), so every planned setpoint is
+feasible for the fleet model without clipping; an EV that arrives inside a step
+starts at the next step boundary.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandapower as pp
+
+from simulators.grid.sensitivity import Sensitivities, compute_sensitivities
+from simulators.scheduler.problem import ChargingProblem, GridBounds, Schedule, StrategyOptions
+
+MODES = ("day_ahead", "receding")
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Settings of the controller.
+
+    Attributes
+    ----------
+    strategy : str
+        ``uncoordinated``, ``smart``, ``smart_q``, ``v2g``, ``v2g_q`` or
+        ``autonomous``.
+    mode : str
+        ``day_ahead`` or ``receding`` (module docstring).
+    step_s : int
+        Step length [s].
+    n_steps : int
+        Steps in the horizon.
+    limits : GridBounds
+        Voltage band and loading limits of the linear grid model.
+    options : StrategyOptions
+        Solver settings for the optimising strategies.
+    relinearise : bool
+        Re-compute the sensitivities at the last measured operating point before
+        each solve (receding mode).
+    e_star_kwh : float
+        Drive energy of an autonomous EV per leg [kWh] (seed 001, eq. (12g)).
+    """
+
+    strategy: str
+    mode: str
+    step_s: int
+    n_steps: int
+    limits: GridBounds
+    options: StrategyOptions = field(default_factory=StrategyOptions)
+    relinearise: bool = False
+    e_star_kwh: float = 0.0
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.step_s <= 0 or self.n_steps <= 0:
+            raise ValueError(f"step_s and n_steps must be > 0, got {self.step_s}, {self.n_steps}")
+
+
+@dataclass(frozen=True)
+class PlanInfo:
+    """What one planning call did (published by the scheduler simulator)."""
+
+    status: str
+    solve_s: float
+    fallback: bool
+    soft_violation_max: float
+    objective: float
+    message: str = ""
+
+
+def _full_steps(arrival_s: np.ndarray, departure_s: np.ndarray, t0_s: float, step_s: float,
+                n_steps: int) -> np.ndarray:
+    """(T, V) mask of steps an EV is plugged in for the whole step."""
+    starts = t0_s + np.arange(n_steps)[:, None] * step_s
+    return (arrival_s[None, :] <= starts + 1e-9) & (starts + step_s <= departure_s[None, :] + 1e-9)
+
+
+class Controller:
+    """Receding-horizon / day-ahead charging controller (module docstring).
+
+    Parameters
+    ----------
+    net : pandapowerNet
+        The grid as the operator knows it (topology and parameters).
+    config : ControllerConfig
+    forecast_p_kw, forecast_q_kvar : mapping bus index -> array (n_steps,)
+        Forecast nodal demand without EVs (base load minus PV) [kW], [kvar], load
+        convention. Buses not listed have none.
+    ev_specs : sequence of mapping, optional
+        Every EV of the run (``EVSpec`` fields), for day-ahead planning with perfect
+        knowledge; receding mode ignores it.
+    """
+
+    def __init__(self, net: pp.pandapowerNet, config: ControllerConfig,
+                 forecast_p_kw: Mapping[int, Sequence[float]],
+                 forecast_q_kvar: Mapping[int, Sequence[float]],
+                 ev_specs: Sequence[Mapping] | None = None):
+        config.validate()
+        self.config = config
+        self.net = copy.deepcopy(net)
+        self.ev_specs = list(ev_specs or [])
+        self.sens = self._linearise_at_forecast(forecast_p_kw, forecast_q_kvar)
+        cols = {int(b): i for i, b in enumerate(self.sens.bus_ids)}
+        t, n = config.n_steps, len(self.sens.bus_ids)
+        self.net_p_kw = np.zeros((t, n))
+        self.net_q_kvar = np.zeros((t, n))
+        for bus, values in forecast_p_kw.items():
+            if int(bus) in cols:
+                self.net_p_kw[:, cols[int(bus)]] += np.asarray(values, dtype=float)[:t]
+        for bus, values in forecast_q_kvar.items():
+            if int(bus) in cols:
+                self.net_q_kvar[:, cols[int(bus)]] += np.asarray(values, dtype=float)[:t]
+        if not (np.all(np.isfinite(self.net_p_kw)) and np.all(np.isfinite(self.net_q_kvar))):
+            raise ValueError("forecast_p_kw / forecast_q_kvar must be finite")
+        self._plan: Schedule | None = None
+        self._plan_ids: list[str] = []
+        self._plan_bus: dict[str, int] = {}
+        self.n_solves = 0
+        self.n_fallbacks = 0
+
+    # ------------------------------------------------------------ linearisation ---
+    def _linearise_at_forecast(self, fp: Mapping, fq: Mapping) -> Sensitivities:
+        """Sensitivities at the forecast operating point of highest total demand.
+
+        The operator's net has its own loads and generators replaced by the nodal
+        forecast (one load per bus) so the operating point is the forecast one.
+        """
+        net = self.net
+        totals = np.zeros(self.config.n_steps)
+        for values in fp.values():
+            totals += np.asarray(values, dtype=float)[: self.config.n_steps]
+        k = int(np.argmax(totals)) if totals.size else 0
+        for table in ("load", "sgen"):
+            if len(net[table]):
+                net[table]["p_mw"] = 0.0
+                net[table]["q_mvar"] = 0.0
+        buses = sorted(set(map(int, fp)) | set(map(int, fq)))
+        for bus in buses:
+            p = float(np.asarray(fp.get(bus, np.zeros(k + 1)))[k]) if bus in fp else 0.0
+            q = float(np.asarray(fq.get(bus, np.zeros(k + 1)))[k]) if bus in fq else 0.0
+            pp.create_load(net, bus, p_mw=p / 1e3, q_mvar=q / 1e3, name=f"forecast {bus}")
+        pp.runpp(net, calculate_voltage_angles=True)
+        return compute_sensitivities(net)
+
+    def relinearise(self, vm_pu: Mapping[int, float], va_degree: Mapping[int, float]) -> None:
+        """New sensitivities at a measured operating point (voltages per bus)."""
+        self.sens = compute_sensitivities(self.net, vm_pu=dict(vm_pu), va_degree=dict(va_degree))
+
+    # ------------------------------------------------------------------ planning ---
+    def plan(self, k: int, fleet: Mapping[str, Mapping], measured: Mapping | None = None
+             ) -> tuple[dict[str, list[float]], PlanInfo]:
+        """Setpoints for step ``k`` (interval ``[k dt, (k+1) dt)``).
+
+        Parameters
+        ----------
+        k : int
+            Step index from the start of the horizon.
+        fleet : mapping ev_id -> state
+            ``fleet_state`` of the EV fleet: plugged EVs with ``soc``, ``bus``,
+            ``departure_s``, ``capacity_kwh``, ``charger_kva``, ``efficiency``,
+            ``soc_target``, ``soc_min``, ``soc_max``, ``can_discharge``,
+            ``can_reactive``, ``home_bus``.
+        measured : mapping, optional
+            ``{"vm_pu": {bus: vm}, "va_degree": {bus: va}}`` of the last grid step,
+            used when ``relinearise`` is set.
+
+        Returns
+        -------
+        setpoints : dict ev_id -> [p_kw, q_kvar] (or [p_kw, q_kvar, bus])
+        info : PlanInfo
+        """
+        cfg = self.config
+        plugged = {e: s for e, s in fleet.items() if s.get("plugged", True)}
+        if cfg.strategy == "uncoordinated":
+            return self._uncoordinated(k, plugged)
+        if cfg.mode == "day_ahead":
+            if self._plan is None:
+                specs = self.ev_specs or [dict(s, ev_id=e) for e, s in plugged.items()]
+                self._solve(0, specs, initial=True)
+            return self._replay(k, plugged)
+        if measured and cfg.relinearise and measured.get("vm_pu"):
+            self.relinearise({int(b): v for b, v in measured["vm_pu"].items()},
+                             {int(b): v for b, v in measured["va_degree"].items()})
+        specs = [dict(s, ev_id=e, arrival_s=k * cfg.step_s) for e, s in plugged.items()]
+        self._solve(k, specs, initial=False)
+        return self._replay(k, plugged, offset=k)
+
+    def _uncoordinated(self, k: int, plugged: Mapping[str, Mapping]):
+        """Full power from plug-in until target (seed 000, eq. (13))."""
+        cfg = self.config
+        dt_h = cfg.step_s / 3600.0
+        t1 = (k + 1) * cfg.step_s
+        out: dict[str, list[float]] = {}
+        for ev_id, s in plugged.items():
+            if s["departure_s"] < t1 - 1e-9:
+                out[ev_id] = [0.0, 0.0]
+                continue
+            need_kwh = max(0.0, (s["soc_target"] - s["soc"]) * s["capacity_kwh"])
+            p = min(float(s["charger_kva"]), need_kwh / (s["efficiency"] * dt_h))
+            out[ev_id] = [p, 0.0]
+        return out, PlanInfo("closed_form", 0.0, False, 0.0, float("nan"))
+
+    def _problem(self, k: int, specs: Sequence[Mapping], initial: bool) -> ChargingProblem:
+        cfg = self.config
+        t = cfg.n_steps - k
+        col = {int(b): i for i, b in enumerate(self.sens.bus_ids)}
+        arr = lambda key, dtype=float: np.array([s[key] for s in specs], dtype=dtype)  # noqa: E731
+        soc0 = arr("soc_initial") if initial else arr("soc")
+        arrival = arr("arrival_s") if initial else np.full(len(specs), k * cfg.step_s, dtype=float)
+        bus_key = "home_bus" if initial else "bus"
+        plugged = _full_steps(arrival, arr("departure_s"), k * cfg.step_s, cfg.step_s, t)
+        return ChargingProblem(
+            dt_h=cfg.step_s / 3600.0,
+            ev_ids=np.array([s["ev_id"] for s in specs], dtype=object),
+            ev_col=np.array([col[int(s[bus_key])] for s in specs], dtype=int),
+            capacity_kwh=arr("capacity_kwh"),
+            s_max_kva=arr("charger_kva"),
+            efficiency=arr("efficiency"),
+            soc0=np.clip(soc0, 0.0, 1.0),
+            soc_target=arr("soc_target"),
+            soc_min=arr("soc_min"),
+            soc_max=arr("soc_max"),
+            can_discharge=arr("can_discharge", bool),
+            can_reactive=arr("can_reactive", bool),
+            plugged=plugged,
+            net_p_kw=self.net_p_kw[k:],
+            net_q_kvar=self.net_q_kvar[k:],
+            sens=self.sens,
+            limits=cfg.limits,
+        )
+
+    def _solve(self, k: int, specs: Sequence[Mapping], initial: bool) -> None:
+        from simulators.scheduler.strategies import solve
+
+        cfg = self.config
+        self._plan_ids = [s["ev_id"] for s in specs]
+        self._plan_bus = {}
+        if not specs:
+            self._plan = None
+            self._last_info = PlanInfo("no_evs", 0.0, False, 0.0, 0.0)
+            return
+        problem = self._problem(k, specs, initial)
+        t0 = time.perf_counter()
+        if cfg.strategy == "autonomous":
+            schedule = self._solve_autonomous(problem)
+        else:
+            schedule = solve(problem, replace(cfg.options, name=cfg.strategy))
+        wall = time.perf_counter() - t0
+        self.n_solves += 1
+        self.n_fallbacks += int(schedule.fallback)
+        self._plan = schedule
+        self._last_info = PlanInfo(schedule.status, wall, bool(schedule.fallback),
+                                   float(schedule.soft_violation_max), float(schedule.objective),
+                                   schedule.message)
+
+    def _solve_autonomous(self, problem: ChargingProblem) -> Schedule:
+        from simulators.scheduler.autonomous import solve_autonomous
+
+        result = solve_autonomous(problem, e_star_kwh=self.config.e_star_kwh)
+        bus_ids = self.sens.bus_ids
+        self._plan_bus = {str(e): int(bus_ids[c]) for e, c in zip(problem.ev_ids, result.charge_col)}
+        return result.schedule
+
+    def _replay(self, k: int, plugged: Mapping[str, Mapping], offset: int = 0):
+        out: dict[str, list[float]] = {}
+        plan = self._plan
+        row = k - offset
+        index = {e: i for i, e in enumerate(self._plan_ids)}
+        for ev_id in plugged:
+            i = index.get(ev_id)
+            if plan is None or i is None or row >= plan.p_kw.shape[0]:
+                out[ev_id] = [0.0, 0.0]
+                continue
+            sp = [float(plan.p_kw[row, i]), float(plan.q_kvar[row, i])]
+            if ev_id in self._plan_bus:
+                sp.append(self._plan_bus[ev_id])
+            out[ev_id] = sp
+        info = self._last_info
+        if self.config.mode == "day_ahead" and k > 0:
+            info = replace(info, solve_s=0.0)  # replaying the plan costs nothing
+        return out, info

@@ -225,9 +225,12 @@ class StrategyOptions:
         breaking the degeneracy between ``P+`` and ``P-``. Used in all optimising
         strategies (seed 000, section IV-B keeps J for smart charging).
     q_weight : float
-        Tiny quadratic regulariser on charger reactive power [1/kvar^2 per step]
-        making the optimal Q unique (Q has no cost in eq. (11)). 1e-6 costs at most
-        1.3e-5 per EV-step at 3.6 kvar.
+        Small quadratic regulariser on charger reactive power [1/kvar^2 per step]
+        making the optimal Q unique (Q has no cost in eq. (11)). Its marginal cost
+        at 3.6 kvar (0.007 per kvar-step) is far below the marginal value of Q when
+        a voltage row binds (about 0.1 per kvar-step on CIGRE MV), so Q is still used
+        wherever it helps. HiGHS's QP solver (pyomo path) declares Hessians with
+        entries below about 1e-4 "non-convex", hence not smaller than 1e-3.
     cone : str
         ``"polygon"``: inscribed regular ``n_sides``-gon (linear, conservative;
         a vertex lies on the P axis so P = S is still reachable) for the charger
@@ -243,8 +246,10 @@ class StrategyOptions:
         fallback). ``"always"``: slack on every grid row.
     soft_penalty : float
         Linear penalty per unit of slack: per pu of voltage and per unit of
-        relative loading, per step [-]. 1e4 exceeds the marginal value of charging
-        (about 1 per kW per EV-step) times any realistic sensitivity.
+        relative loading, per step [-]. 1e6 per pu exceeds the marginal value of
+        charging (below 1 per kW per EV-step) divided by the voltage sensitivity
+        of MV/LV buses (1e-5 to 1e-3 pu/kW), so slack is used only where no
+        charging schedule can avoid it.
     time_limit_s : float
         Wall-clock budget of one solve [s].
     solver : str
@@ -256,11 +261,11 @@ class StrategyOptions:
 
     name: str = "smart"
     k_weight: float = 1e-4
-    q_weight: float = 1e-6
+    q_weight: float = 1e-3
     cone: str = "polygon"
     n_sides: int = 16
     soft_limits: str = "auto"
-    soft_penalty: float = 1e4
+    soft_penalty: float = 1e6
     time_limit_s: float = 30.0
     solver: str = "piqp"
     max_iter: int = 200

@@ -1,0 +1,629 @@
+"""Fast path: seed 000 problem (12) assembled as sparse matrices, solved by PIQP/Clarabel.
+
+The problem is the one of :mod:`.pyomo_model` (same variables, same coefficients
+from :mod:`.model_data`), assembled with vectorised numpy/scipy.sparse code (no
+Python loop over steps or EVs) and handed to
+
+- PIQP (``options.solver == "piqp"``): convex QP, cones as inscribed polygons;
+- Clarabel (``"clarabel"``): polygon or exact second-order cones (``cone="soc"``).
+
+Size reductions that do not change the optimum:
+
+- variables only for plugged (t, v) pairs (P = Q = 0 otherwise, no variable);
+  ``P-`` only for V2G-capable EVs in V2G strategies, Q only for reactive-capable EVs
+  in ``*_q`` strategies;
+- explicit nodal aggregates ``Pn[t, b]``, ``Qn[t, b]`` (eqs. (1), (6), (7)) only for
+  (step, bus) pairs with a plugged EV; grid rows reference the aggregates, not the
+  EVs (keeps the matrix sparse);
+- explicit line/transformer flow variables (one equality row each), so the polygon
+  facets have two non-zeros each;
+- row screening: a grid row that holds for every value of the aggregates inside
+  their box (all chargers anywhere between full discharge and full charge) can never
+  bind and is dropped.
+
+Grid rows are scaled to unit largest coefficient (Clarabel otherwise ends
+"AlmostSolved"); voltage rows are one-sided.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import model_data as md
+from .problem import ChargingProblem, StrategyOptions
+
+_INF = 1e30
+_TOL_SCREEN = 1e-9
+
+
+@dataclass
+class _Blocks:
+    """Triplet lists of one constraint family."""
+
+    rows: list = field(default_factory=list)
+    cols: list = field(default_factory=list)
+    vals: list = field(default_factory=list)
+    rhs: list = field(default_factory=list)
+    n: int = 0
+
+    def add(self, rows, cols, vals, rhs):
+        rows = np.asarray(rows, dtype=np.int64)
+        self.rows.append(rows + self.n)
+        self.cols.append(np.asarray(cols, dtype=np.int64))
+        self.vals.append(np.asarray(vals, dtype=float))
+        rhs = np.asarray(rhs, dtype=float)
+        self.rhs.append(rhs)
+        first = self.n
+        self.n += rhs.shape[0]
+        return first
+
+    def matrix(self, n_var):
+        if not self.rows:
+            return sp.csc_matrix((0, n_var)), np.zeros(0)
+        r = np.concatenate(self.rows)
+        c = np.concatenate(self.cols)
+        v = np.concatenate(self.vals)
+        keep = v != 0.0
+        mat = sp.csc_matrix((v[keep], (r[keep], c[keep])), shape=(self.n, n_var))
+        return mat, np.concatenate(self.rhs)
+
+
+@dataclass
+class MatrixQP:
+    """Assembled problem ``min 1/2 x'Px + c'x  s.t.  Ax = b, Gx <= h, lb <= x <= ub``.
+
+    Plus, for ``cone == "soc"``, second-order cones ``||(g_i - F_i x)[1:]|| <=
+    (g_i - F_i x)[0]`` stacked in ``cone_F``/``cone_g`` (3 rows each).
+
+    Attributes hold index arrays to map the solution back; see :func:`build`.
+    """
+
+    P: sp.csc_matrix
+    c: np.ndarray
+    const: float
+    A: sp.csc_matrix
+    b: np.ndarray
+    G: sp.csc_matrix
+    h: np.ndarray
+    lb: np.ndarray
+    ub: np.ndarray
+    cone_F: sp.csc_matrix | None
+    cone_g: np.ndarray | None
+    pair_t: np.ndarray
+    pair_v: np.ndarray
+    i_pp: np.ndarray
+    i_pm: np.ndarray
+    i_q: np.ndarray
+    i_soc: np.ndarray
+    slack_idx: np.ndarray
+    slack_unit: np.ndarray
+    slack_info: list
+    n_steps: int
+    n_evs: int
+
+    @property
+    def n_var(self) -> int:
+        """Number of variables."""
+        return self.c.shape[0]
+
+
+def _var_counter():
+    count = [0]
+
+    def new(k):
+        first = count[0]
+        count[0] += int(k)
+        return np.arange(first, first + int(k))
+
+    return new, count
+
+
+def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | None = None) -> MatrixQP:
+    """Assemble problem (12) of seed 000 for strategy ``options.name``.
+
+    Parameters
+    ----------
+    problem : ChargingProblem
+        Validated problem.
+    options : StrategyOptions
+        Optimising strategy (not ``"uncoordinated"``).
+    consts : dict, optional
+        Precomputed :func:`.model_data.grid_constants` of ``problem`` (receding
+        horizon reuses them).
+
+    Returns
+    -------
+    MatrixQP
+    """
+    flags = md.strategy_flags(problem, options)
+    sens = problem.sens
+    n_steps, n_evs = problem.n_steps, problem.n_evs
+    n_bus = int(np.shape(sens.bus_ids)[0])
+    cone_soc = options.cone == "soc"
+    poly_c, poly_s, poly_f = md.polygon(options.n_sides)
+    half_c, half_s, _ = md.polygon(options.n_sides, half=True)
+    consts = md.grid_constants(problem) if consts is None else consts
+    lim = problem.limits
+
+    t, v = md.plugged_pairs(problem.plugged)
+    n_pair = t.size
+    col = np.asarray(problem.ev_col)[v]
+    s_ev = np.asarray(problem.s_max_kva, dtype=float)[v]
+    a_gain, b_gain = md.soc_gains(problem)
+    lo_soc, hi_soc = md.soc_bounds(problem)
+    is_d = flags.discharge[v]
+    is_q = flags.reactive[v]
+
+    new, count = _var_counter()
+    i_pp = new(n_pair)
+    i_pm = np.full(n_pair, -1)
+    i_pm[is_d] = new(is_d.sum())
+    i_q = np.full(n_pair, -1)
+    i_q[is_q] = new(is_q.sum())
+    i_soc = new(n_pair)
+
+    # nodal aggregates (eqs. (1), (6), (7))
+    key_p = t * n_bus + col
+    uk_p, inv_p = np.unique(key_p, return_inverse=True)
+    i_pn = new(uk_p.size)
+    idx_pn = np.full(n_steps * n_bus, -1)
+    idx_pn[uk_p] = i_pn
+    idx_pn = idx_pn.reshape(n_steps, n_bus)
+    key_q = key_p[is_q]
+    uk_q, inv_q = np.unique(key_q, return_inverse=True)
+    i_qn = new(uk_q.size)
+    idx_qn = np.full(n_steps * n_bus, -1)
+    idx_qn[uk_q] = i_qn
+    idx_qn = idx_qn.reshape(n_steps, n_bus)
+
+    # box of the aggregates, for row screening [kW], [kvar]
+    pn_hi = np.zeros(n_steps * n_bus)
+    np.add.at(pn_hi, key_p, s_ev)
+    pn_lo = np.zeros(n_steps * n_bus)
+    np.add.at(pn_lo, key_p[is_d], -s_ev[is_d])
+    qn_hi = np.zeros(n_steps * n_bus)
+    np.add.at(qn_hi, key_q, s_ev[is_q])
+    pn_hi, pn_lo, qn_hi = (x.reshape(n_steps, n_bus) for x in (pn_hi, pn_lo, qn_hi))
+    qn_lo = -qn_hi
+    ev_buses = np.unique(col)
+
+    def box_range(dx_dp, dx_dq):
+        """Min/max over the box of the EV contribution to rows of dx (T, rows)."""
+        mp = np.asarray(dx_dp)[:, ev_buses]
+        mq = np.asarray(dx_dq)[:, ev_buses]
+        ph, pl_, qh, ql_ = pn_hi[:, ev_buses], pn_lo[:, ev_buses], qn_hi[:, ev_buses], qn_lo[:, ev_buses]
+        mpp, mpn = np.maximum(mp, 0), np.minimum(mp, 0)
+        mqp, mqn = np.maximum(mq, 0), np.minimum(mq, 0)
+        hi = ph @ mpp.T + pl_ @ mpn.T + qh @ mqp.T + ql_ @ mqn.T
+        lo = pl_ @ mpp.T + ph @ mpn.T + ql_ @ mqp.T + qh @ mqn.T
+        return lo, hi
+
+    def agg_rows(row_t, dx_dp, dx_dq, row_i):
+        """Dense (R, B) coefficient blocks of rows (row_t, row_i) on the aggregates."""
+        cp = idx_pn[row_t][:, ev_buses]
+        cq = idx_qn[row_t][:, ev_buses]
+        vp = np.asarray(dx_dp)[row_i][:, ev_buses]
+        vq = np.asarray(dx_dq)[row_i][:, ev_buses]
+        return cp, vp, cq, vq
+
+    soft_mode = options.soft_limits
+    slack_rows = []  # (kind, element ids, steps, unit) blocks; slack vars allocated later
+    eq = _Blocks()
+    ineq = _Blocks()
+    cone_rows = _Blocks()
+    cone_g = []
+
+    # --- SOC dynamics, eq. (10) (12b)
+    same_prev = np.zeros(n_pair, dtype=bool)
+    same_prev[1:] = v[1:] == v[:-1]
+    r = np.arange(n_pair)
+    rows = [r, r[same_prev], r, r[is_d]]
+    cols = [i_soc, i_soc[np.flatnonzero(same_prev) - 1], i_pp, i_pm[is_d]]
+    vals = [np.ones(n_pair), -np.ones(same_prev.sum()), -a_gain[v], b_gain[v][is_d]]
+    rhs = np.where(same_prev, 0.0, np.asarray(problem.soc0, dtype=float)[v])
+    eq.add(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), rhs)
+
+    # --- nodal aggregates, eqs. (6), (7), (9)
+    nk = uk_p.size
+    eq.add(
+        np.concatenate([np.arange(nk), inv_p, inv_p[is_d]]),
+        np.concatenate([i_pn, i_pp, i_pm[is_d]]),
+        np.concatenate([np.ones(nk), -np.ones(n_pair), np.ones(is_d.sum())]),
+        np.zeros(nk),
+    )
+    nkq = uk_q.size
+    if nkq:
+        eq.add(
+            np.concatenate([np.arange(nkq), inv_q]),
+            np.concatenate([i_qn, i_q[is_q]]),
+            np.concatenate([np.ones(nkq), -np.ones(is_q.sum())]),
+            np.zeros(nkq),
+        )
+
+    slack_specs = []  # list of (row-block builder info) resolved after counting
+
+    def add_soft(kind, ids, steps, unit):
+        """Allocate slack variables; return their indices."""
+        idx = new(len(steps))
+        slack_specs.append((kind, np.asarray(ids), np.asarray(steps), np.asarray(unit, dtype=float), idx))
+        return idx
+
+    # --- voltage band (12g), one-sided rows
+    vm_c = consts["vm"]
+    lo_v, hi_v = box_range(sens.dvm_dp, sens.dvm_dq)
+    for side in ("vm_min", "vm_max"):
+        if side == "vm_min":
+            can_break = vm_c + lo_v < lim.vm_min_pu - _TOL_SCREEN
+            at_base = vm_c < lim.vm_min_pu
+            sign, bound = -1.0, -lim.vm_min_pu
+        else:
+            can_break = vm_c + hi_v > lim.vm_max_pu + _TOL_SCREEN
+            at_base = vm_c > lim.vm_max_pu
+            sign, bound = 1.0, lim.vm_max_pu
+        soft = at_base if soft_mode == "auto" else (np.ones_like(at_base) if soft_mode == "always" else np.zeros_like(at_base))
+        keep = can_break | (soft & at_base)
+        rt, ri = np.nonzero(keep)
+        if rt.size == 0:
+            continue
+        cp, vp, cq, vq = agg_rows(rt, sens.dvm_dp, sens.dvm_dq, ri)
+        vp = np.where(cp >= 0, vp, 0.0)
+        vq = np.where(cq >= 0, vq, 0.0)
+        scale = np.maximum(np.abs(vp).max(axis=1, initial=0), np.abs(vq).max(axis=1, initial=0))
+        scale = np.where(scale > 0, scale, 1.0)
+        rhs_r = (bound - sign * vm_c[rt, ri]) / scale
+        rr = np.repeat(np.arange(rt.size)[:, None], cp.shape[1], axis=1)
+        rows_l = [rr[cp >= 0], rr[cq >= 0]]
+        cols_l = [cp[cp >= 0], cq[cq >= 0]]
+        vals_l = [(sign * vp / scale[:, None])[cp >= 0], (sign * vq / scale[:, None])[cq >= 0]]
+        sflag = soft[rt, ri]
+        if sflag.any():
+            ids = np.asarray(sens.bus_ids)[ri[sflag]]
+            sidx = add_soft(side, ids, rt[sflag], scale[sflag])
+            rows_l.append(np.flatnonzero(sflag))
+            cols_l.append(sidx)
+            vals_l.append(-np.ones(sflag.sum()))
+        ineq.add(np.concatenate(rows_l), np.concatenate(cols_l), np.concatenate(vals_l), rhs_r)
+
+    # --- lines (12h): cone/polygon on the from-end flows; |I| rows where no S limit
+    s_line, use_cone = md.line_s_max_kva(problem)
+    line_ids = np.asarray(sens.line_ids)
+    _flow_limits(
+        "line", line_ids, use_cone, s_line, consts["pl"], consts["ql"],
+        (sens.dpl_dp, sens.dpl_dq, sens.dql_dp, sens.dql_dq),
+        box_range, agg_rows, new, eq, ineq, cone_rows, cone_g, add_soft,
+        soft_mode, cone_soc, poly_c, poly_s, poly_f,
+    )
+    no_cone = ~use_cone
+    if no_cone.any():
+        li = np.flatnonzero(no_cone)
+        imax = np.asarray(sens.i_max_ka, dtype=float)[li] * lim.line_loading_max
+        ic = consts["i"][:, li]
+        _, hi_i = box_range(np.asarray(sens.di_dp)[li], np.asarray(sens.di_dq)[li])
+        at_base = ic > imax
+        soft = at_base if soft_mode == "auto" else (np.ones_like(at_base) if soft_mode == "always" else np.zeros_like(at_base))
+        keep = (ic + hi_i > imax + _TOL_SCREEN) | (soft & at_base)
+        rt, rl = np.nonzero(keep)
+        if rt.size:
+            cp, vp, cq, vq = agg_rows(rt, np.asarray(sens.di_dp)[li], np.asarray(sens.di_dq)[li], rl)
+            vp = np.where(cp >= 0, vp, 0.0)
+            vq = np.where(cq >= 0, vq, 0.0)
+            scale = np.maximum(np.abs(vp).max(axis=1, initial=0), np.abs(vq).max(axis=1, initial=0))
+            scale = np.where(scale > 0, scale, 1.0)
+            rr = np.repeat(np.arange(rt.size)[:, None], cp.shape[1], axis=1)
+            rows_l = [rr[cp >= 0], rr[cq >= 0]]
+            cols_l = [cp[cp >= 0], cq[cq >= 0]]
+            vals_l = [(vp / scale[:, None])[cp >= 0], (vq / scale[:, None])[cq >= 0]]
+            sflag = soft[rt, rl]
+            if sflag.any():
+                sidx = add_soft("line", line_ids[li][rl[sflag]], rt[sflag], scale[sflag] / imax[rl[sflag]])
+                rows_l.append(np.flatnonzero(sflag))
+                cols_l.append(sidx)
+                vals_l.append(-np.ones(sflag.sum()))
+            ineq.add(np.concatenate(rows_l), np.concatenate(cols_l), np.concatenate(vals_l),
+                     (imax[rl] - ic[rt, rl]) / scale)
+
+    # --- substation transformers (12i)
+    s_tr = md.trafo_s_max_kva(problem)
+    _flow_limits(
+        "trafo", np.asarray(sens.trafo_ids), np.ones(s_tr.shape[0], dtype=bool), s_tr,
+        consts["pt"], consts["qt"], (sens.dpt_dp, sens.dpt_dq, sens.dqt_dp, sens.dqt_dq),
+        box_range, agg_rows, new, eq, ineq, cone_rows, cone_g, add_soft,
+        soft_mode, cone_soc, poly_c, poly_s, poly_f,
+    )
+
+    # --- charger apparent power (12d) for EVs with Q (others: variable bounds)
+    jq = np.flatnonzero(is_q)
+    if jq.size:
+        if cone_soc:
+            m = jq.size
+            base = cone_rows.n
+            rr = np.arange(m) * 3
+            rows = [rr + 1, rr + 2]
+            cols = [i_pp[jq], i_q[jq]]
+            vals = [-np.ones(m), -np.ones(m)]
+            jqd = is_d[jq]
+            rows.append(rr[jqd] + 1)
+            cols.append(i_pm[jq][jqd])
+            vals.append(np.ones(jqd.sum()))
+            g = np.zeros(3 * m)
+            g[rr] = s_ev[jq]
+            cone_rows.add(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), g)
+            del base
+        else:
+            for j_set, cs, ss in ((jq[is_d[jq]], poly_c, poly_s), (jq[~is_d[jq]], half_c, half_s)):
+                if j_set.size == 0:
+                    continue
+                nf = cs.size
+                m = j_set.size
+                rr = (np.arange(m)[:, None] * nf + np.arange(nf)[None, :])
+                rows = [rr.ravel(), rr.ravel()]
+                cols = [np.repeat(i_pp[j_set], nf), np.repeat(i_q[j_set], nf)]
+                vals = [np.tile(cs, m), np.tile(ss, m)]
+                if is_d[j_set].all() and j_set.size:
+                    rows.append(rr.ravel())
+                    cols.append(np.repeat(i_pm[j_set], nf))
+                    vals.append(-np.tile(cs, m))
+                ineq.add(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals),
+                         np.repeat(s_ev[j_set] * poly_f, nf))
+
+    # --- bounds
+    n_var = count[0]
+    lb = np.full(n_var, -_INF)
+    ub = np.full(n_var, _INF)
+    lb[i_pp] = 0.0
+    ub[i_pp] = s_ev
+    lb[i_pm[is_d]] = 0.0
+    ub[i_pm[is_d]] = s_ev[is_d]
+    lb[i_q[is_q]] = -s_ev[is_q]
+    ub[i_q[is_q]] = s_ev[is_q]
+    lb[i_soc] = lo_soc[v]
+    ub[i_soc] = hi_soc[v]
+
+    # --- objective (11): sum w (soc - soc*)^2 + k (P+ + P-) + q_weight Q^2 + penalty slack
+    w, n_const = md.soc_weights(problem.plugged, t, v)
+    target = np.asarray(problem.soc_target, dtype=float)
+    soc0 = np.asarray(problem.soc0, dtype=float)
+    pdiag = np.zeros(n_var)
+    c = np.zeros(n_var)
+    pdiag[i_soc] = 2.0 * w
+    c[i_soc] = -2.0 * w * target[v]
+    const = float(np.sum(w * target[v] ** 2) + np.sum(n_const * (soc0 - target) ** 2))
+    c[i_pp] += options.k_weight
+    c[i_pm[is_d]] += options.k_weight
+    pdiag[i_q[is_q]] = 2.0 * options.q_weight
+    slack_idx, slack_unit, slack_info = [], [], []
+    for kind, ids, steps, unit, idx in slack_specs:
+        lb[idx] = 0.0
+        c[idx] = options.soft_penalty * unit
+        slack_idx.append(idx)
+        slack_unit.append(unit)
+        slack_info.extend((kind, int(i), int(s)) for i, s in zip(ids, steps, strict=True))
+    P = sp.diags(pdiag, format="csc")
+    A, b = eq.matrix(n_var)
+    G, h = ineq.matrix(n_var)
+    if cone_soc and cone_rows.n:
+        F, g = cone_rows.matrix(n_var)
+    else:
+        F, g = None, None
+    return MatrixQP(
+        P=P, c=c, const=const, A=A, b=b, G=G, h=h, lb=lb, ub=ub, cone_F=F, cone_g=g,
+        pair_t=t, pair_v=v, i_pp=i_pp, i_pm=i_pm, i_q=i_q, i_soc=i_soc,
+        slack_idx=np.concatenate(slack_idx) if slack_idx else np.zeros(0, dtype=int),
+        slack_unit=np.concatenate(slack_unit) if slack_unit else np.zeros(0),
+        slack_info=slack_info, n_steps=n_steps, n_evs=n_evs,
+    )
+
+
+def _flow_limits(kind, ids, use, s_max, pc, qc, sens4, box_range, agg_rows, new, eq, ineq,
+                 cone_rows, cone_g, add_soft, soft_mode, cone_soc, poly_c, poly_s, poly_f):
+    """Apparent-power limits on linearised branch flows (eqs. (12h), (12i)).
+
+    Flow variables ``fp = pc + dP/dPn Pn + dP/dQn Qn`` (and ``fq``) per kept
+    (step, branch); then the polygon ``cos fp + sin fq <= (S + sigma) cos(pi/n)``
+    or the cone ``||(fp, fq)|| <= S + sigma``.
+    """
+    el = np.flatnonzero(use)
+    if el.size == 0:
+        return
+    dpp, dpq, dqp, dqq = (np.asarray(x)[el] for x in sens4)
+    smax = s_max[el]
+    pcs, qcs = pc[:, el], qc[:, el]
+    lo_p, hi_p = box_range(dpp, dpq)
+    lo_q, hi_q = box_range(dqp, dqq)
+    absp = np.maximum(np.abs(pcs + lo_p), np.abs(pcs + hi_p))
+    absq = np.maximum(np.abs(qcs + lo_q), np.abs(qcs + hi_q))
+    factor = 1.0 if cone_soc else poly_f
+    can_break = np.hypot(absp, absq) > smax * factor * (1 + 1e-9)
+    if cone_soc:
+        base_bad = np.hypot(pcs, qcs) > smax
+    else:
+        base_bad = (pcs[..., None] * poly_c + qcs[..., None] * poly_s).max(axis=-1) > smax * poly_f
+    soft = base_bad if soft_mode == "auto" else (np.ones_like(base_bad) if soft_mode == "always" else np.zeros_like(base_bad))
+    keep = can_break | (soft & base_bad)
+    rt, rl = np.nonzero(keep)
+    if rt.size == 0:
+        return
+    nr = rt.size
+    i_fp = new(nr)
+    i_fq = new(nr)
+    for i_f, d1, d2, c0 in ((i_fp, dpp, dpq, pcs), (i_fq, dqp, dqq, qcs)):
+        cp, vp, cq, vq = agg_rows(rt, d1, d2, rl)
+        rr = np.repeat(np.arange(nr)[:, None], cp.shape[1], axis=1)
+        eq.add(
+            np.concatenate([np.arange(nr), rr[cp >= 0], rr[cq >= 0]]),
+            np.concatenate([i_f, cp[cp >= 0], cq[cq >= 0]]),
+            np.concatenate([np.ones(nr), -vp[cp >= 0], -vq[cq >= 0]]),
+            c0[rt, rl],
+        )
+    sflag = soft[rt, rl]
+    sig = np.full(nr, -1)
+    if sflag.any():
+        sig[sflag] = add_soft(kind, ids[el][rl[sflag]], rt[sflag], 1.0 / smax[rl[sflag]])
+    if cone_soc:
+        rr = np.arange(nr) * 3
+        rows = [rr + 1, rr + 2, rr[sflag]]
+        cols = [i_fp, i_fq, sig[sflag]]
+        vals = [-np.ones(nr), -np.ones(nr), -np.ones(sflag.sum())]
+        g = np.zeros(3 * nr)
+        g[rr] = smax[rl]
+        cone_rows.add(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), g)
+    else:
+        nf = poly_c.size
+        rr = np.arange(nr)[:, None] * nf + np.arange(nf)[None, :]
+        rows = [rr.ravel(), rr.ravel(), rr[sflag].ravel()]
+        cols = [np.repeat(i_fp, nf), np.repeat(i_fq, nf), np.repeat(sig[sflag], nf)]
+        vals = [np.tile(poly_c, nr), np.tile(poly_s, nr), np.full(sflag.sum() * nf, -poly_f)]
+        ineq.add(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals),
+                 np.repeat(smax[rl] * poly_f, nf))
+
+
+# ----------------------------------------------------------------------------- solve
+@dataclass(frozen=True)
+class RawSolution:
+    """Solver outcome of :func:`solve_qp`.
+
+    Attributes
+    ----------
+    ok : bool
+        True only for a proven optimal termination within the time limit.
+    status : str
+        ``"optimal"``, ``"time_limit"``, ``"infeasible"``, ``"iteration_limit"``,
+        ``"numerical"`` or the solver's own status text.
+    x : ndarray or None
+        Primal solution (None unless ``ok``).
+    objective : float
+        Solver objective including the constant [-] (NaN unless ``ok``).
+    solve_s : float
+        Wall-clock time in the solver [s].
+    message : str
+    """
+
+    ok: bool
+    status: str
+    x: np.ndarray | None
+    objective: float
+    solve_s: float
+    message: str = ""
+
+
+def solve_qp(qp: MatrixQP, options: StrategyOptions) -> RawSolution:
+    """Solve an assembled problem with PIQP or Clarabel, checking termination.
+
+    PIQP has no wall-clock limit: its iterations are capped (``options.max_iter``)
+    and a solve that ends after ``options.time_limit_s`` is rejected as
+    ``"time_limit"`` (the budget is enforced after the fact). Clarabel stops itself
+    at ``time_limit_s``. Only ``Solved`` (never ``AlmostSolved``) counts.
+    """
+    if options.solver == "piqp":
+        return _solve_piqp(qp, options)
+    if options.solver == "clarabel":
+        return _solve_clarabel(qp, options)
+    raise ValueError(f"matrix path solves with 'piqp' or 'clarabel', not {options.solver!r}")
+
+
+def _solve_piqp(qp: MatrixQP, options: StrategyOptions) -> RawSolution:
+    import piqp
+
+    if qp.cone_F is not None:
+        raise ValueError("PIQP cannot take second-order cones: use cone='polygon'")
+    t0 = time.perf_counter()
+    solver = piqp.SparseSolver()
+    st = solver.settings
+    st.verbose = False
+    st.max_iter = int(options.max_iter)
+    st.eps_abs = 1e-9
+    st.eps_rel = 1e-10
+    n = qp.n_var
+    solver.setup(
+        qp.P, qp.c,
+        qp.A if qp.A.shape[0] else None, qp.b if qp.A.shape[0] else None,
+        qp.G if qp.G.shape[0] else None,
+        np.full(qp.G.shape[0], -np.inf) if qp.G.shape[0] else None,
+        qp.h if qp.G.shape[0] else None,
+        np.where(qp.lb <= -_INF, -np.inf, qp.lb), np.where(qp.ub >= _INF, np.inf, qp.ub),
+    )
+    status = solver.solve()
+    dt = time.perf_counter() - t0
+    del n
+    if status != piqp.PIQP_SOLVED:
+        name = {
+            piqp.PIQP_MAX_ITER_REACHED: "iteration_limit",
+            piqp.PIQP_PRIMAL_INFEASIBLE: "infeasible",
+            piqp.PIQP_DUAL_INFEASIBLE: "unbounded",
+            piqp.PIQP_NUMERICS: "numerical",
+        }.get(status, str(status))
+        return RawSolution(False, name, None, float("nan"), dt, f"PIQP ended {status}")
+    if dt > options.time_limit_s:
+        return RawSolution(False, "time_limit", None, float("nan"), dt,
+                           f"PIQP solved in {dt:.3f} s > time_limit_s {options.time_limit_s}")
+    x = np.array(solver.result.x)
+    return RawSolution(True, "optimal", x, float(solver.result.info.primal_obj) + qp.const, dt, "PIQP solved")
+
+
+def _solve_clarabel(qp: MatrixQP, options: StrategyOptions) -> RawSolution:
+    import clarabel
+
+    t0 = time.perf_counter()
+    n = qp.n_var
+    eye = sp.identity(n, format="csc")
+    fin_lb = qp.lb > -_INF
+    fin_ub = qp.ub < _INF
+    blocks = [qp.A, qp.G, -eye[fin_lb], eye[fin_ub]]
+    rhs = [qp.b, qp.h, -qp.lb[fin_lb], qp.ub[fin_ub]]
+    cones = []
+    if qp.A.shape[0]:
+        cones.append(clarabel.ZeroConeT(qp.A.shape[0]))
+    n_nn = qp.G.shape[0] + int(fin_lb.sum()) + int(fin_ub.sum())
+    if n_nn:
+        cones.append(clarabel.NonnegativeConeT(n_nn))
+    if qp.cone_F is not None:
+        blocks.append(qp.cone_F)
+        rhs.append(qp.cone_g)
+        cones.extend([clarabel.SecondOrderConeT(3)] * (qp.cone_F.shape[0] // 3))
+    A = sp.vstack(blocks, format="csc")
+    b = np.concatenate(rhs)
+    st = clarabel.DefaultSettings()
+    st.verbose = False
+    st.time_limit = float(options.time_limit_s)
+    st.max_iter = int(options.max_iter)
+    solver = clarabel.DefaultSolver(sp.triu(qp.P, format="csc"), qp.c, A, b, cones, st)
+    sol = solver.solve()
+    dt = time.perf_counter() - t0
+    status = str(sol.status)
+    if status != "Solved":
+        name = {
+            "MaxTime": "time_limit", "MaxIterations": "iteration_limit",
+            "PrimalInfeasible": "infeasible", "DualInfeasible": "unbounded",
+            "AlmostSolved": "almost_solved",
+        }.get(status, status)
+        return RawSolution(False, name, None, float("nan"), dt, f"Clarabel ended {status}")
+    x = np.array(sol.x)
+    return RawSolution(True, "optimal", x, float(sol.obj_val) + qp.const, dt, "Clarabel solved")
+
+
+def extract(qp: MatrixQP, x: np.ndarray) -> dict:
+    """Map a solution vector to (T, V) arrays and slack report.
+
+    Returns
+    -------
+    dict
+        ``p_plus``, ``p_minus``, ``q`` (T, V) [kW]/[kvar]; ``slack`` list of
+        (kind, id, step, amount) with amount in pu / fraction of rating.
+    """
+    shape = (qp.n_steps, qp.n_evs)
+    pp = np.zeros(shape)
+    pm = np.zeros(shape)
+    q = np.zeros(shape)
+    t, v = qp.pair_t, qp.pair_v
+    pp[t, v] = x[qp.i_pp]
+    has = qp.i_pm >= 0
+    pm[t[has], v[has]] = x[qp.i_pm[has]]
+    has = qp.i_q >= 0
+    q[t[has], v[has]] = x[qp.i_q[has]]
+    amounts = np.maximum(x[qp.slack_idx], 0.0) * qp.slack_unit if qp.slack_idx.size else np.zeros(0)
+    slack = [(k, i, s, float(a)) for (k, i, s), a in zip(qp.slack_info, amounts, strict=True)]
+    return {"p_plus": pp, "p_minus": pm, "q": q, "slack": slack}

@@ -1,0 +1,195 @@
+"""mosaik adapter for :mod:`simulators.baseload.model` (time-based).
+
+One ``BaseLoad`` entity per network, with one child ``Load`` entity per row of
+``net.load``, ids equal to the grid's (``Load-R11``; from
+:func:`simulators.grid.naming.element_eids`)::
+
+    bl_sim = world.start("BaseLoad", start_date="2024-05-15T16:00:00", step_s=900)
+    bl = bl_sim.BaseLoad(network="cigre_lv", source="simbench", scale=1.0)
+    for load in bl.children:                      # Load-R1, Load-R11, ...
+        world.connect(load, grid_loads[load.eid], "p_kw", "q_kvar")
+
+Outputs (load convention, built-in floats; value at tick ``t`` = mean over
+``[t, t + step)``): ``p_kw``, ``q_kvar`` per ``Load``; the ``BaseLoad`` parent
+publishes the sums.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mosaik_api_v3
+from mosaik_api_v3.datetime import Converter
+import numpy as np
+
+from simulators.baseload.model import (
+    DEFAULT_PROFILE_MAP,
+    BaseLoadModel,
+    load_specs_from_net,
+)
+
+SOURCES = ("simbench", "csv", "nominal")
+OUTPUTS = ("p_kw", "q_kvar")
+PARAMS = (
+    "network", "source", "csv_path", "csv_delimiter", "scale", "profiles", "reactive", "power_factor",
+    "simbench_scenario", "align_weekday", "method", "base_dir",
+)
+
+META = {
+    "api_version": "3.0",
+    "type": "time-based",
+    "models": {
+        "BaseLoad": {"public": True, "params": list(PARAMS), "attrs": list(OUTPUTS)},
+        "Load": {"public": False, "params": [], "attrs": list(OUTPUTS)},
+    },
+}
+
+
+class BaseLoadSimulator(mosaik_api_v3.Simulator):
+    """Base load per network load; see the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.sid: str | None = None
+        self.model: BaseLoadModel | None = None
+        self._index: dict[str, int] = {}
+        self._parent: str | None = None
+        self._values: tuple[np.ndarray, np.ndarray] | None = None
+
+    def init(
+        self,
+        sid: str,
+        time_resolution: float = 1.0,
+        *,
+        start_date: str,
+        step_s: float,
+        horizon_s: float | None = None,
+    ) -> dict:
+        """Set the clock.
+
+        Parameters
+        ----------
+        start_date : str
+            ISO 8601 start of tick 0 (wall-clock; see the model's time alignment).
+        step_s : float
+            Step length [s]; a whole number of ``time_resolution``.
+        horizon_s : float, optional
+            Horizon to precompute at creation [s] (default one day; extended on demand).
+        """
+        if not time_resolution > 0:
+            raise ValueError(f"time_resolution must be > 0 s, got {time_resolution}")
+        ticks = step_s / time_resolution
+        if not (step_s > 0 and abs(ticks - round(ticks)) < 1e-9 and round(ticks) >= 1):
+            raise ValueError(
+                f"step_s ({step_s} s) must be a positive whole number of time_resolution ({time_resolution} s)"
+            )
+        self.sid = sid
+        self.step_s = float(step_s)
+        self.step_ticks = int(round(ticks))
+        self.start = Converter(start_date, time_resolution).datetime_from_step(0)
+        self.horizon_steps = 1 if horizon_s is None else max(1, int(math.ceil(horizon_s / step_s)))
+        return self.meta
+
+    def create(
+        self,
+        num: int,
+        model: str,
+        *,
+        network: str,
+        source: str = "simbench",
+        csv_path: str | None = None,
+        csv_delimiter: str = ",",
+        scale: float = 1.0,
+        profiles: dict[str, str] | None = None,
+        reactive: str = "power_factor",
+        power_factor: float | None = None,
+        simbench_scenario: int = 0,
+        align_weekday: bool = False,
+        method: str = "auto",
+        base_dir: str | None = None,
+    ) -> list[dict]:
+        """Create the ``BaseLoad`` entity of ``network`` (``num`` must be 1).
+
+        Parameters
+        ----------
+        network : str
+            Network name for :func:`adapters.networks.load_network`.
+        source : {"simbench", "csv", "nominal"}
+            SimBench profiles, a CSV file (``csv_path``), or constant nominal load.
+        scale : float
+            Multiplier on nominal power [-].
+        profiles : dict, optional
+            Load-name prefix -> SimBench profile (``{"R": "H0-A", "*": "H0-A"}``).
+        reactive, power_factor, simbench_scenario, align_weekday, method
+            See :meth:`simulators.baseload.model.BaseLoadModel.from_simbench`.
+        """
+        from pathlib import Path
+
+        from adapters.networks import load_network
+
+        if model != "BaseLoad":
+            raise ValueError(f"unknown model {model!r}; this simulator has BaseLoad")
+        if num != 1 or self.model is not None:
+            raise ValueError("exactly one BaseLoad entity per simulator")
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        net = load_network(network, None if base_dir is None else Path(base_dir))
+        specs = load_specs_from_net(net, DEFAULT_PROFILE_MAP if profiles is None else profiles)
+        if source == "simbench":
+            self.model = BaseLoadModel.from_simbench(
+                specs, self.start, self.step_s, scale=scale, reactive=reactive, power_factor=power_factor,
+                scenario=simbench_scenario, align_weekday=align_weekday, method=method,
+                horizon_steps=self.horizon_steps,
+            )
+        elif source == "csv":
+            if not csv_path:
+                raise ValueError("source='csv' needs csv_path")
+            path = Path(csv_path) if base_dir is None else Path(base_dir) / csv_path
+            self.model = BaseLoadModel.from_csv(
+                path, specs, self.start, self.step_s, scale=scale, power_factor=power_factor,
+                method=method, delimiter=csv_delimiter, horizon_steps=self.horizon_steps,
+            )
+        else:
+            self.model = BaseLoadModel.constant(specs, self.step_s, scale=scale, horizon_steps=self.horizon_steps)
+        self._index = {eid: j for j, eid in enumerate(self.model.ids)}
+        self._parent = "BaseLoad"
+        children = [{"eid": eid, "type": "Load"} for eid in self.model.ids]
+        return [{"eid": self._parent, "type": "BaseLoad", "children": children}]
+
+    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+        if self.model is None:
+            raise RuntimeError("create a BaseLoad entity before stepping")
+        p, q = self.model.step_values(time // self.step_ticks)
+        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
+            raise ValueError(f"base-load simulator {self.sid}: non-finite output at tick {time}")
+        self._values = (p, q)
+        return time + self.step_ticks
+
+    def get_data(self, outputs: dict) -> dict:
+        if self._values is None:
+            raise RuntimeError("get_data before the first step")
+        p, q = self._values
+        data: dict[str, dict[str, float]] = {}
+        for eid, attrs in outputs.items():
+            if eid == self._parent:
+                vals = {"p_kw": float(p.sum()), "q_kvar": float(q.sum())}
+            elif eid in self._index:
+                j = self._index[eid]
+                vals = {"p_kw": float(p[j]), "q_kvar": float(q[j])}
+            else:
+                raise ValueError(f"unknown entity {eid!r}")
+            try:
+                data[eid] = {attr: vals[attr] for attr in attrs}
+            except KeyError as exc:
+                raise ValueError(f"unknown attribute {exc.args[0]!r} of {eid}") from None
+        return data
+
+
+def main() -> None:
+    """Entry point for an out-of-process start: ``python -m simulators.baseload.mosaik_api``."""
+    mosaik_api_v3.start_simulation(BaseLoadSimulator(), "ev-grid-cosim base-load simulator")
+
+
+if __name__ == "__main__":
+    main()

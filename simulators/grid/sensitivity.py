@@ -18,9 +18,15 @@ References
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import scipy.sparse.csgraph as csgraph
+import scipy.sparse.linalg as spla
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ class Sensitivities:
     pt0_kw, qt0_kvar : ndarray, shape (k,)
         Flow entering each transformer at its HV side [kW], [kvar].
     st_max_kva : ndarray, shape (k,)
-        Rating ``sn_mva * parallel * 1000`` [kVA].
+        Rating ``sn_mva * df * parallel * 1000`` [kVA] (as pandapower's loading).
     dpt_dp, dpt_dq, dqt_dp, dqt_dq : ndarray, shape (k, n)
         Sensitivities of the HV-side transformer flows.
     """
@@ -156,13 +162,15 @@ class Sensitivities:
             If the last dimension of ``p_kw`` or ``q_kvar`` is not ``n``.
         """
         n = self.bus_ids.shape[0]
-        dp = np.asarray(p_kw, dtype=float) - self.p0_kw
-        dq = np.asarray(q_kvar, dtype=float) - self.q0_kvar
-        if dp.shape[-1:] != (n,) or dq.shape[-1:] != (n,):
+        p = np.asarray(p_kw, dtype=float)
+        q = np.asarray(q_kvar, dtype=float)
+        if p.shape[-1:] != (n,) or q.shape[-1:] != (n,):
             raise ValueError(
                 f"injections must have last dimension n={n} (bus_ids order), got "
-                f"p_kw {np.shape(p_kw)}, q_kvar {np.shape(q_kvar)}"
+                f"p_kw {p.shape}, q_kvar {q.shape}"
             )
+        dp = p - self.p0_kw
+        dq = q - self.q0_kvar
 
         def lin(x0, dx_dp, dx_dq):
             return x0 + dp @ dx_dp.T + dq @ dx_dq.T
@@ -177,9 +185,515 @@ class Sensitivities:
         )
 
 
-def compute_sensitivities(net, vm_pu=None, va_degree=None) -> Sensitivities:
-    """Sensitivity coefficients at the operating point of ``net``.
+class SensitivityError(ValueError):
+    """The network or operating point cannot be linearised (message names the problem)."""
 
-    Work in progress: the interface is fixed by ``docs/conventions.md``.
+
+class UnknownBusError(SensitivityError, KeyError):
+    """A bus index that the network (or the linear model) does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+# ----------------------------------------------------------------------------------
+# operating point: the internal (ppci) network of pandapower plus a voltage vector
+# ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _OperatingPoint:
+    """pandapower's internal network (ppci) at one operating point.
+
+    All bus indices are ppci indices (in-service, energised buses, numbered 0..nb-1);
+    ``bus_lookup[pp_index]`` gives the ppci bus of a pandapower bus (-1 when the bus is
+    out of service or not energised).
     """
-    raise NotImplementedError
+
+    base_mva: float
+    base_kv: np.ndarray  # (nb,) [kV]
+    ybus: sp.csr_matrix
+    yf: sp.csr_matrix
+    f_bus: np.ndarray  # (nbr,) ppci from-bus of each ppci branch
+    t_bus: np.ndarray  # (nbr,) ppci to-bus of each ppci branch
+    v: np.ndarray  # (nb,) complex [pu]
+    ref: np.ndarray
+    pv: np.ndarray
+    pq: np.ndarray
+    bus_lookup: np.ndarray
+    line_rows: dict  # pandapower line index -> ppci branch row
+    trafo_rows: dict  # pandapower trafo index -> ppci branch row
+    trafo3w_rows: np.ndarray  # ppci branch rows belonging to three-winding trafos
+
+
+def _check_slack(net) -> None:
+    has_ext = bool(len(net.ext_grid)) and bool(net.ext_grid.in_service.any())
+    has_gen_slack = (
+        bool(len(net.gen))
+        and "slack" in net.gen
+        and bool((net.gen.slack.astype(bool) & net.gen.in_service).any())
+    )
+    if not (has_ext or has_gen_slack):
+        raise SensitivityError(
+            "network has no slack: it needs an in-service ext_grid (or a gen with "
+            "slack=True) whose voltage is held fixed"
+        )
+
+
+def _ppci_rows(lookups: dict, branch_is: np.ndarray, element: str) -> tuple[int, int, np.ndarray]:
+    """ppc branch range of ``element`` and the ppci row of each ppc branch (-1: not in ppci)."""
+    ppci_row = np.cumsum(branch_is) - 1
+    ppci_row[~branch_is] = -1
+    rng = lookups.get("branch", {}).get(element)
+    if rng is None:
+        return 0, 0, ppci_row
+    return int(rng[0]), int(rng[1]), ppci_row
+
+
+def _element_rows(net, lookups, branch_is, element: str) -> dict:
+    """pandapower index -> ppci branch row, for in-service, energised elements."""
+    f, t, ppci_row = _ppci_rows(lookups, branch_is, element)
+    if t <= f:
+        return {}
+    table = net[element]
+    rows = ppci_row[f:t]
+    keep = (rows >= 0) & table.in_service.to_numpy(dtype=bool)
+    return {int(i): int(r) for i, r in zip(table.index[keep], rows[keep])}
+
+
+def _finish_operating_point(net, lookups, base_mva, bus, gen, branch, branch_is, ybus, yf, v):
+    from pandapower.pypower.bustypes import bustypes
+    from pandapower.pypower.idx_brch import F_BUS, T_BUS
+    from pandapower.pypower.idx_bus import BASE_KV
+
+    nb = bus.shape[0]
+    ref, pv, pq = bustypes(bus, gen)
+    if ref.size == 0:
+        raise SensitivityError("network has no energised slack bus (ext_grid bus isolated?)")
+    lookup = np.full(int(net.bus.index.max()) + 1, -1, dtype=np.int64)
+    pp_lookup = np.asarray(lookups["bus"], dtype=np.int64)
+    idx = net.bus.index.to_numpy()
+    if idx.max() >= pp_lookup.size:
+        raise SensitivityError(
+            "net._pd2ppc_lookups does not cover every bus: the network changed after the "
+            "last power flow; run pandapower.runpp(net) again or pass vm_pu and va_degree"
+        )
+    ppc_of = pp_lookup[idx]
+    ok = (ppc_of >= 0) & (ppc_of < nb) & net.bus.in_service.to_numpy(dtype=bool)
+    lookup[idx[ok]] = ppc_of[ok]
+    f3, t3, ppci_row = _ppci_rows(lookups, branch_is, "trafo3w")
+    rows3 = ppci_row[f3:t3]
+    return _OperatingPoint(
+        base_mva=float(base_mva),
+        base_kv=np.real(bus[:, BASE_KV]).astype(float),
+        ybus=sp.csr_matrix(ybus),
+        yf=sp.csr_matrix(yf),
+        f_bus=np.real(branch[:, F_BUS]).astype(np.int64),
+        t_bus=np.real(branch[:, T_BUS]).astype(np.int64),
+        v=np.asarray(v, dtype=complex),
+        ref=np.asarray(ref, dtype=np.int64),
+        pv=np.asarray(pv, dtype=np.int64),
+        pq=np.asarray(pq, dtype=np.int64),
+        bus_lookup=lookup,
+        line_rows=_element_rows(net, lookups, branch_is, "line"),
+        trafo_rows=_element_rows(net, lookups, branch_is, "trafo"),
+        trafo3w_rows=rows3[rows3 >= 0],
+    )
+
+
+def _solved_operating_point(net) -> _OperatingPoint:
+    """Operating point of the last (converged, AC) ``runpp`` on ``net``."""
+    if not bool(net.get("converged", False)):
+        raise SensitivityError(
+            "network has no solved power flow (net.converged is False): run "
+            "pandapower.runpp(net) first, or pass the measured vm_pu and va_degree"
+        )
+    options = net.get("_options", {}) or {}
+    if not options.get("ac", True):
+        raise SensitivityError("the last power flow on the network was DC (rundcpp); run runpp")
+    ppc = net.get("_ppc")
+    internal = None if ppc is None else ppc.get("internal")
+    needed = ("Ybus", "Yf", "V", "bus", "gen", "branch", "branch_is", "baseMVA")
+    if internal is None or any(internal.get(k) is None for k in needed) or np.size(
+        internal["V"]
+    ) != np.shape(internal["bus"])[0]:
+        # e.g. a backend that does not keep pandapower's internal matrices: rebuild them
+        return _measured_operating_point(
+            net, net.res_bus.vm_pu.to_numpy(), net.res_bus.va_degree.to_numpy()
+        )
+    return _finish_operating_point(
+        net, net._pd2ppc_lookups, internal["baseMVA"], internal["bus"], internal["gen"],
+        internal["branch"], np.asarray(internal["branch_is"], dtype=bool),
+        internal["Ybus"], internal["Yf"], internal["V"],
+    )
+
+
+def _bus_values(net, values, name: str) -> np.ndarray:
+    """``values`` (array in ``net.bus.index`` order, or mapping bus index -> value) as
+    an array aligned with ``net.bus.index`` (NaN where not given)."""
+    index = net.bus.index
+    if isinstance(values, pd.Series) or isinstance(values, Mapping):
+        series = values if isinstance(values, pd.Series) else pd.Series(dict(values), dtype=float)
+        unknown = series.index.difference(index)
+        if len(unknown):
+            raise UnknownBusError(
+                f"{name} given for unknown bus(es) {sorted(unknown.tolist())[:10]} (not in net.bus)"
+            )
+        return series.reindex(index).to_numpy(dtype=float)
+    arr = np.asarray(values, dtype=float)
+    if arr.shape != (len(index),):
+        raise SensitivityError(
+            f"{name} must be a mapping bus index -> value or an array of shape "
+            f"({len(index)},) in net.bus.index order, got shape {arr.shape}"
+        )
+    return arr
+
+
+def _measured_operating_point(net, vm_pu, va_degree) -> _OperatingPoint:
+    """Operating point from given bus voltages; pandapower's ppci is built from the
+    network tables (current switch states) without running a power flow."""
+    from pandapower.auxiliary import _add_ppc_options
+    from pandapower.pd2ppc import _pd2ppc
+    from pandapower.pypower.idx_bus import PD, QD
+    from pandapower.pypower.idx_gen import GEN_BUS
+    from pandapower.pypower.makeYbus import makeYbus
+
+    if vm_pu is None or va_degree is None:
+        raise SensitivityError("a measured operating point needs both vm_pu and va_degree")
+    vm = _bus_values(net, vm_pu, "vm_pu")
+    va = _bus_values(net, va_degree, "va_degree")
+
+    # build the ppc on a shallow copy: _pd2ppc writes _ppc, _options, lookups, ...
+    work = copy.copy(net)
+    last = net.get("_options", {}) or {}
+    work["_pd2ppc_lookups"] = {
+        "bus": np.array([], dtype=np.int64), "bus_dc": np.array([], dtype=np.int64),
+        "ext_grid": np.array([], dtype=np.int64), "gen": np.array([], dtype=np.int64),
+        "branch": np.array([], dtype=np.int64), "branch_dc": np.array([], dtype=np.int64),
+    }
+    work["_options"] = {}
+    _add_ppc_options(
+        work,
+        calculate_voltage_angles=bool(last.get("calculate_voltage_angles", True)),
+        trafo_model=last.get("trafo_model", "t"),
+        check_connectivity=True,
+        mode="pf",
+        switch_rx_ratio=last.get("switch_rx_ratio", 2),
+        enforce_p_lims=False,
+        enforce_q_lims=False,
+        recycle=None,
+        voltage_depend_loads=False,
+        trafo3w_losses=last.get("trafo3w_losses", "hv"),
+        init_vm_pu="flat",
+        init_va_degree="flat",
+        neglect_open_switch_branches=bool(last.get("neglect_open_switch_branches", False)),
+    )
+    work["_options"].update({"ac": True, "algorithm": "nr", "numba": False,
+                             "lightsim2grid": False, "tolerance_mva": 1e-8,
+                             "max_iteration": 10, "only_v_results": False})
+    _, ppci = _pd2ppc(work)
+    lookups = work["_pd2ppc_lookups"]
+    bus, gen, branch = ppci["bus"], ppci["gen"], ppci["branch"]
+    base_mva = ppci["baseMVA"]
+    branch_is = np.asarray(ppci["internal"]["branch_is"], dtype=bool)
+    ybus, yf, _ = makeYbus(base_mva, bus, branch)
+    nb = bus.shape[0]
+
+    # voltages of the ppci buses from the pandapower buses (merged buses: mean)
+    idx = net.bus.index.to_numpy()
+    ppc_of = np.asarray(lookups["bus"], dtype=np.int64)[idx]
+    energised = (ppc_of >= 0) & (ppc_of < nb) & net.bus.in_service.to_numpy(dtype=bool)
+    vc = vm * np.exp(1j * np.deg2rad(va))
+    bad = energised & ~(np.isfinite(vc) & (vm > 0))
+    if bad.any():
+        raise SensitivityError(
+            f"vm_pu/va_degree missing, non-finite or vm_pu <= 0 at energised bus(es) "
+            f"{idx[bad].tolist()[:10]}"
+        )
+    v = np.zeros(nb, dtype=complex)
+    count = np.zeros(nb)
+    np.add.at(v, ppc_of[energised], vc[energised])
+    np.add.at(count, ppc_of[energised], 1.0)
+    have = count > 0
+    v[have] /= count[have]
+
+    # auxiliary ppci buses (open line ends, trafo3w star points) carry no injection:
+    # their voltage follows from Y_aa V_a + Y_ab V_b = 0 (Kron reduction)
+    aux = np.flatnonzero(~have)
+    if aux.size:
+        gen_bus = np.real(gen[:, GEN_BUS]).astype(np.int64)
+        if np.isin(aux, gen_bus).any() or np.any(np.abs(bus[aux][:, [PD, QD]]) > 0):
+            raise SensitivityError(
+                "the network has auxiliary buses with injections (xward, dcline, ...): a "
+                "measured operating point is not supported there; run runpp on the network"
+            )
+        kb = np.flatnonzero(have)
+        y_aa = ybus[aux][:, aux].tocsc()
+        y_ab = ybus[aux][:, kb]
+        v[aux] = -spla.spsolve(y_aa, y_ab @ v[kb]) if aux.size > 1 else (
+            -(y_ab @ v[kb]) / y_aa.toarray()[0, 0]
+        )
+    return _finish_operating_point(
+        net, lookups, base_mva, bus, gen, branch, branch_is, ybus, yf, v
+    )
+
+
+# ----------------------------------------------------------------------------------
+# sensitivities
+# ----------------------------------------------------------------------------------
+
+_TABLE_SIGNS = (  # element, p column, q column, sign in load convention
+    ("load", "p_mw", "q_mvar", 1.0),
+    ("sgen", "p_mw", "q_mvar", -1.0),
+    ("storage", "p_mw", "q_mvar", 1.0),
+    ("ward", "ps_mw", "qs_mvar", 1.0),
+    ("xward", "ps_mw", "qs_mvar", 1.0),
+)
+
+
+def _table_demand_kw(net, bus_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Declared net demand of the elements at each bus [kW], [kvar] (load convention).
+
+    Only used to split the demand of an electrical node among pandapower buses merged
+    by closed bus-bus switches.
+    """
+    p = pd.Series(0.0, index=bus_ids)
+    q = pd.Series(0.0, index=bus_ids)
+    for element, pc, qc, sign in _TABLE_SIGNS:
+        table = net.get(element)
+        if table is None or not len(table):
+            continue
+        t = table[table.in_service.astype(bool) & table.bus.isin(bus_ids)]
+        if not len(t):
+            continue
+        scale = t["scaling"] if "scaling" in t else 1.0
+        p = p.add((sign * 1000.0 * t[pc] * scale).groupby(t.bus).sum(), fill_value=0.0)
+        q = q.add((sign * 1000.0 * t[qc] * scale).groupby(t.bus).sum(), fill_value=0.0)
+    return p.reindex(bus_ids).to_numpy(), q.reindex(bus_ids).to_numpy()
+
+
+def _slack_side_trafos(op: _OperatingPoint) -> list[int]:
+    """Two-winding trafos whose HV bus is connected to a slack bus without crossing a
+    transformer (the substation transformers)."""
+    if not op.trafo_rows:
+        return []
+    nb = op.v.size
+    trafo_rows = np.fromiter(op.trafo_rows.values(), dtype=np.int64)
+    skip = np.zeros(op.f_bus.size, dtype=bool)
+    skip[trafo_rows] = True
+    skip[op.trafo3w_rows] = True
+    graph = sp.csr_matrix(
+        (np.ones(int((~skip).sum())), (op.f_bus[~skip], op.t_bus[~skip])), shape=(nb, nb)
+    )
+    _, labels = csgraph.connected_components(graph, directed=False)
+    slack_zone = np.isin(labels, labels[op.ref])
+    return [i for i, r in op.trafo_rows.items() if slack_zone[op.f_bus[r]]]
+
+
+def compute_sensitivities(net, vm_pu=None, va_degree=None) -> Sensitivities:
+    """Sensitivity coefficients of the grid at an operating point.
+
+    Voltage sensitivities solve the linearised load-flow equations (the Newton-Raphson
+    Jacobian at the operating point, [1]_ eqs. (5)-(6) in polar form): with the
+    unknowns ``x = [va(pv, pq), vm(pq)]``, ``J dx = dS_injection``, so for a unit
+    demand change at bus j, ``dx = -J^-1 e_j``. J is factorised once (sparse LU) and
+    solved for the P and Q columns of every non-slack bus at once. Branch current and
+    flow sensitivities chain ``dV`` through the from-end branch admittance ``Yf``
+    ([1]_ eq. (13)): ``dI_f = Yf dV``, ``dS_f = dV_f conj(I_f) + V_f conj(dI_f)``,
+    ``d|I_f| = Re(conj(I_f) dI_f) / |I_f|``.
+
+    Parameters
+    ----------
+    net : pandapowerNet
+        The network. Without ``vm_pu``/``va_degree`` it must hold a converged AC
+        power flow (``pandapower.runpp``); its internal matrices are reused.
+    vm_pu, va_degree : array_like of shape (len(net.bus),) or mapping, optional
+        Measured voltage magnitude [pu] and angle [degree] of every energised bus,
+        as an array in ``net.bus.index`` order or a mapping ``bus index -> value``.
+        The admittance matrix is built from the network tables (current switch
+        states); no power flow is run. Angles must include transformer phase shifts
+        as pandapower reports them (``calculate_voltage_angles=True``).
+
+    Returns
+    -------
+    Sensitivities
+        Columns are the in-service, energised, non-slack pandapower buses in index
+        order. Buses merged by closed bus-bus switches share one electrical node and
+        therefore identical columns and rows; buses merged with a slack bus are
+        slack. ``p0_kw``/``q0_kvar`` are the nodal demands consistent with the
+        operating-point voltages (``-V conj(Y V)``, shunts being part of ``Y``); a
+        node's demand is split among its merged buses by their elements' declared
+        powers (only the node's sum affects :meth:`Sensitivities.predict`).
+
+    Raises
+    ------
+    SensitivityError
+        No slack, no converged power flow (and no voltages given), missing or
+        invalid voltages, or a singular Jacobian (e.g. voltage collapse).
+    UnknownBusError
+        Voltages given for a bus index that ``net.bus`` does not have.
+
+    Notes
+    -----
+    Assumptions: balanced positive-sequence model; constant-power injections (ZIP
+    voltage dependence of loads ignored); slack voltage (magnitude and angle) fixed.
+    PV buses (in-service ``gen``) hold their voltage magnitude: their ``dvm`` rows
+    are zero, and reactive power injected there is taken up by the generator, so
+    their ``dq`` columns are zero (limits ``max_q_mvar`` are not considered).
+    Transformers: only two-winding trafos whose HV bus is reached from a slack bus
+    without crossing another transformer (the substation HV/MV or MV/LV
+    transformers) are reported, with their HV-side flow; trafo3w are not reported.
+    ``d|I|`` is set to 0 for lines that carry exactly no current (where ``|I|`` is not
+    differentiable).
+    """
+    _check_slack(net)
+    if vm_pu is None and va_degree is None:
+        op = _solved_operating_point(net)
+    else:
+        op = _measured_operating_point(net, vm_pu, va_degree)
+    return _sensitivities(net, op)
+
+
+def _sensitivities(net, op: _OperatingPoint) -> Sensitivities:
+    from pandapower.pypower.dSbus_dV import dSbus_dV
+
+    nb = op.v.size
+    k_kw = 1000.0 * op.base_mva  # kW per pu power
+    is_ref = np.zeros(nb, dtype=bool)
+    is_ref[op.ref] = True
+
+    # --- non-slack pandapower buses and their electrical nodes (ppci buses)
+    idx = net.bus.index.to_numpy()
+    node_all = op.bus_lookup[idx]
+    keep = node_all >= 0
+    keep[keep] = ~is_ref[node_all[keep]]
+    bus_ids = idx[keep].astype(np.int64)
+    node = node_all[keep]
+    nodes, col_of = np.unique(node, return_inverse=True)
+    nu = nodes.size
+
+    # --- Jacobian at the operating point (load-flow Jacobian, [1] eqs. (5)-(6))
+    pvpq = np.r_[op.pv, op.pq]
+    npvpq, npq = pvpq.size, op.pq.size
+    ds_dvm, ds_dva = dSbus_dV(op.ybus, op.v)
+    ds_dvm, ds_dva = sp.csr_matrix(ds_dvm), sp.csr_matrix(ds_dva)
+    jac = sp.bmat(
+        [
+            [ds_dva[pvpq][:, pvpq].real, ds_dvm[pvpq][:, op.pq].real],
+            [ds_dva[op.pq][:, pvpq].imag, ds_dvm[op.pq][:, op.pq].imag],
+        ],
+        format="csc",
+    )
+
+    # --- right-hand sides: unit P and Q injection at every node (pu, gen. convention)
+    pos_pvpq = np.full(nb, -1)
+    pos_pvpq[pvpq] = np.arange(npvpq)
+    pos_pq = np.full(nb, -1)
+    pos_pq[op.pq] = np.arange(npq)
+    rhs = np.zeros((npvpq + npq, 2 * nu), order="F")
+    rhs[pos_pvpq[nodes], np.arange(nu)] = 1.0
+    is_pq = pos_pq[nodes] >= 0  # Q at a PV node is taken up by its generator
+    rhs[npvpq + pos_pq[nodes[is_pq]], nu + np.flatnonzero(is_pq)] = 1.0
+    if jac.shape[0]:
+        try:
+            lu = spla.splu(jac)
+        except RuntimeError as exc:
+            raise SensitivityError(
+                f"load-flow Jacobian is singular at this operating point ({exc}); "
+                "voltage collapse or an island without slack?"
+            ) from exc
+        sol = lu.solve(rhs)
+        if not np.all(np.isfinite(sol)):
+            raise SensitivityError("load-flow Jacobian is singular at this operating point")
+    else:
+        sol = rhs
+    # per kW (kvar) of demand: load convention flips the sign
+    sol *= -1.0 / k_kw
+    dva = np.zeros((nb, 2 * nu))
+    dvm = np.zeros((nb, 2 * nu))
+    dva[pvpq] = sol[:npvpq]
+    dvm[op.pq] = sol[npvpq:]
+    vm = np.abs(op.v)
+    dv = op.v[:, None] * (dvm / vm[:, None] + 1j * dva)  # dV/dP [pu/kW], complex
+
+    def split(mat):
+        """(rows, 2 nu) node columns -> (rows, n) d/dP and d/dQ in bus_ids order."""
+        return mat[:, col_of], mat[:, nu + col_of]
+
+    dvm_dp, dvm_dq = split(dvm[node])
+
+    # --- nodal demand at the operating point (load convention)
+    s_demand_kw = -op.v * np.conj(op.ybus @ op.v) * k_kw
+    p0 = s_demand_kw.real[node].copy()
+    q0 = s_demand_kw.imag[node].copy()
+    counts = np.bincount(col_of, minlength=nu)
+    if np.any(counts > 1):
+        tp, tq = _table_demand_kw(net, bus_ids)
+        for c in np.flatnonzero(counts > 1):
+            members = np.flatnonzero(col_of == c)
+            p0[members] = tp[members]
+            q0[members] = tq[members]
+            p0[members[0]] += s_demand_kw.real[nodes[c]] - tp[members].sum()
+            q0[members[0]] += s_demand_kw.imag[nodes[c]] - tq[members].sum()
+
+    # --- branch quantities at the from end
+    def branch_terms(rows):
+        f = op.f_bus[rows]
+        yf = op.yf[rows]
+        i_f = yf @ op.v
+        di_f = np.asarray(yf @ dv)
+        s_f = op.v[f] * np.conj(i_f)
+        ds_f = dv[f] * np.conj(i_f)[:, None] + op.v[f][:, None] * np.conj(di_f)
+        return f, i_f, di_f, s_f, ds_f
+
+    line_ids = np.array(sorted(op.line_rows), dtype=np.int64)
+    rows = np.array([op.line_rows[i] for i in line_ids], dtype=np.int64)
+    f, i_f, di_f, s_f, ds_f = branch_terms(rows)
+    i_abs = np.abs(i_f)
+    i_base_ka = op.base_mva / (np.sqrt(3.0) * op.base_kv[f])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        di_abs = np.where(
+            i_abs[:, None] > 1e-12, (np.conj(i_f)[:, None] * di_f).real / i_abs[:, None], 0.0
+        )
+    di_dp, di_dq = split(di_abs * i_base_ka[:, None])
+    dpl_dp, dpl_dq = split(ds_f.real * k_kw)
+    dql_dp, dql_dq = split(ds_f.imag * k_kw)
+    line = net.line.loc[line_ids]
+    i_max = (line.max_i_ka * line.df * line.parallel).to_numpy(dtype=float)
+
+    trafo_ids = np.array(sorted(_slack_side_trafos(op)), dtype=np.int64)
+    trows = np.array([op.trafo_rows[i] for i in trafo_ids], dtype=np.int64)
+    _, _, _, st_f, dst_f = branch_terms(trows)
+    dpt_dp, dpt_dq = split(dst_f.real * k_kw)
+    dqt_dp, dqt_dq = split(dst_f.imag * k_kw)
+    trafo = net.trafo.loc[trafo_ids]
+    st_max = (1000.0 * trafo.sn_mva * trafo.df * trafo.parallel).to_numpy(dtype=float)
+
+    return Sensitivities(
+        bus_ids=bus_ids,
+        p0_kw=p0,
+        q0_kvar=q0,
+        vm0_pu=vm[node],
+        dvm_dp=dvm_dp,
+        dvm_dq=dvm_dq,
+        line_ids=line_ids,
+        i0_ka=i_abs * i_base_ka,
+        i_max_ka=i_max,
+        di_dp=di_dp,
+        di_dq=di_dq,
+        pl0_kw=s_f.real * k_kw,
+        ql0_kvar=s_f.imag * k_kw,
+        dpl_dp=dpl_dp,
+        dpl_dq=dpl_dq,
+        dql_dp=dql_dp,
+        dql_dq=dql_dq,
+        vm_from0_pu=vm[f],
+        trafo_ids=trafo_ids,
+        pt0_kw=st_f.real * k_kw,
+        qt0_kvar=st_f.imag * k_kw,
+        st_max_kva=st_max,
+        dpt_dp=dpt_dp,
+        dpt_dq=dpt_dq,
+        dqt_dp=dqt_dp,
+        dqt_dq=dqt_dq,
+    )

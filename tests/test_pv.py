@@ -100,6 +100,15 @@ def test_clear_may_day_energy_night_and_noon(site, utc_offset_h, e_min, e_max):
     assert 0.55 < -p[:, 0].min() <= 1.0  # peak per kWp after temperature and losses
 
 
+@pytest.mark.parametrize("clearsky_model", ["simplified_solis", "haurwitz"])
+def test_other_clear_sky_models_agree_roughly(clearsky_model):
+    site = PVSite(35.17, 33.36, 150.0, "Asia/Nicosia", clearsky_model=clearsky_model)
+    p_other, _ = _day(site)
+    p_ref, _ = _day(NICOSIA)
+    assert -p_other.sum() == pytest.approx(-p_ref.sum(), rel=0.12)
+    assert np.all(p_other <= 0)
+
+
 def test_reactive_power_follows_characteristic_and_clipping():
     units = [PVUnitSpec("PV-1-0", 1, kwp=4.0), PVUnitSpec("PV-1-1", 1, kwp=12.0, s_kva=6.0)]
     model = PVModel(units, MAY_DAY, 900, site=NICOSIA)

@@ -283,6 +283,18 @@ class BaseLoadModel:
 
     Use the constructors :meth:`from_simbench`, :meth:`from_csv`, :meth:`constant`.
 
+    Parameters
+    ----------
+    loads : sequence of LoadSpec
+    step_s : float
+        Step length [s].
+    source : callable
+        ``source(first_step, n_steps) -> (p_kw, q_kvar)``, each ``(n_steps, L)``.
+    horizon_steps : int, default 1
+        Steps to compute now.
+    chunk_days : bool, default True
+        Extend the precomputed horizon by at least one day at a time.
+
     Attributes
     ----------
     loads : tuple of LoadSpec
@@ -291,7 +303,15 @@ class BaseLoadModel:
         Step length [s].
     """
 
-    def __init__(self, loads: Sequence[LoadSpec], step_s: float, source: _Source, horizon_steps: int = 1) -> None:
+    def __init__(
+        self,
+        loads: Sequence[LoadSpec],
+        step_s: float,
+        source: _Source,
+        horizon_steps: int = 1,
+        *,
+        chunk_days: bool = True,
+    ) -> None:
         ids = [ld.eid for ld in loads]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -302,6 +322,7 @@ class BaseLoadModel:
         self.ids = tuple(ids)
         self.step_s = float(step_s)
         self._source = source
+        self._chunk_days = chunk_days
         self._p = np.zeros((0, len(ids)))
         self._q = np.zeros((0, len(ids)))
         self.ensure(max(int(horizon_steps), 0))
@@ -440,11 +461,8 @@ class BaseLoadModel:
                 q[:, q_idx] = scale * resample_to_steps(frame[cols], t0, step_s, n, method=method)
             return p, q
 
-        # the file need not reach a day beyond the start: precompute only what was asked
-        model = cls(loads, step_s, source, 0)
-        model._chunk_days = False
-        model.ensure(max(int(horizon_steps), 0))
-        return model
+        # a file need not reach a day beyond the start: extend only by what is asked
+        return cls(loads, step_s, source, horizon_steps, chunk_days=False)
 
     @classmethod
     def constant(
@@ -460,8 +478,6 @@ class BaseLoadModel:
         return cls(loads, step_s, source, horizon_steps)
 
     # --- look-ups -----------------------------------------------------------
-
-    _chunk_days = True
 
     @property
     def n_precomputed(self) -> int:

@@ -197,7 +197,7 @@ class FleetModel:
         self._soc_target = arr("soc_target")
         self._soc_min = arr("soc_min")
         self._soc_max = arr("soc_max")
-        self._e_frac = self.e_star_kwh / self._cap if n else np.zeros(0)
+        self._e_frac = self.e_star_kwh / self._cap  # drive leg as SOC [-]
 
         # instants recorded by the SimPy processes (inf: not happened yet)
         self._plug_in_s = np.full(n, np.inf)
@@ -557,7 +557,11 @@ class FleetModel:
 
     @property
     def e_needed_kwh(self) -> np.ndarray:
-        """Battery energy still needed to reach the target SOC at ``t`` [kWh]."""
+        """Battery energy still needed to reach the target SOC at ``t`` [kWh].
+
+        ``max(soc_target - soc, 0) * E``; the return leg ``E*`` of an
+        autonomous EV away from home is not included.
+        """
         return np.maximum(self._soc_target - self._soc_start, 0.0) * self._cap
 
     @property

@@ -1,0 +1,278 @@
+"""mosaik adapter for :mod:`simulators.grid.model` (time-based AC power flow).
+
+One ``Grid`` entity per simulator instance, with children named by
+:func:`simulators.grid.naming.element_eids` (``docs/conventions.md``)::
+
+    grid_sim = world.start("Grid", step_s=900)
+    grid = grid_sim.Grid(network="cigre_mv", vm_min_pu=0.97, vm_max_pu=1.03)
+    buses = {e.eid: e for e in grid.children if e.type == "Bus"}   # Bus-1, ...
+    world.connect(ev_bus, buses["Bus-1"], "p_kw", "q_kvar")
+
+Inputs (load convention, [kW, kvar]; a value at tick ``t`` holds for ``[t, t + step)``)
+
+- ``Bus-*``: ``p_kw``, ``q_kvar``: extra demand at the bus. Values from several
+  sources are **summed** (EVs, PV, ... at one bus add up). A bus without input
+  in a step has no extra demand.
+- ``Load-*``: ``p_kw``, ``q_kvar``: **replace** the network load's own value for
+  that step (several sources are summed first). A load without input keeps the
+  network's value.
+
+Outputs (built-in ``float``/``int``/``bool``, never NaN; ``None`` = no valid value)
+
+- ``Grid``: ``pf_converged``, ``pf_seconds`` (wall time of this step's power
+  flow [s]), ``vm_min_pu``, ``vm_max_pu``, ``n_bus_violations``,
+  ``n_line_violations``, ``n_trafo_violations``, ``max_line_loading_percent``,
+  ``max_trafo_loading_percent``, ``bus_vm_pu`` and ``bus_va_degree`` (dicts
+  ``str(pandapower bus index) -> value`` over the energised buses: JSON object
+  keys are strings).
+- ``Bus-*``: ``vm_pu``, ``va_degree`` (``None`` for de-energised buses).
+- ``Line-*``: ``i_ka``, ``loading_percent``.
+- ``Trafo-*``: ``loading_percent``, ``p_hv_kw``, ``q_hv_kvar``.
+
+When the power flow does not converge (after the model's retries) every result
+attribute is ``None``: consumers see ``pf_converged = False`` and no stale or NaN
+values. (Leaving the attributes out of ``get_data`` instead makes mosaik 3.6
+substitute ``None`` anyway, with a ``UserWarning`` that says it will become an
+error; outputs of time-based simulators must be persistent, so explicit
+``None`` is the forward-compatible form of "no value".)
+
+Run out of process (mosaik ``cmd`` starter)::
+
+    python -m simulators.grid.mosaik_api %(addr)s
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import mosaik_api_v3
+from mosaik_api_v3.datetime import Converter
+
+from adapters.networks import load_network
+from simulators.grid.model import GridLimits, GridModel, GridState
+from simulators.grid.naming import element_eids
+
+GRID_PARAMS = (
+    "network", "vm_min_pu", "vm_max_pu", "max_line_loading_percent",
+    "max_trafo_loading_percent", "ext_grid_vm_pu", "base_dir", "solver",
+)
+GRID_OUTPUTS = (
+    "pf_converged", "pf_seconds", "vm_min_pu", "vm_max_pu", "n_bus_violations",
+    "n_line_violations", "n_trafo_violations", "max_line_loading_percent",
+    "max_trafo_loading_percent", "bus_vm_pu", "bus_va_degree",
+)
+
+# The one table META is built from: model -> (public, params, inputs, outputs,
+# how several sources of one input combine).
+ENTITY_SPECS: dict[str, tuple[bool, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]] = {
+    "Grid": (True, GRID_PARAMS, (), GRID_OUTPUTS, ""),
+    "Bus": (False, (), ("p_kw", "q_kvar"), ("vm_pu", "va_degree"),
+            "sum: extra demand at the bus, summed over all sources"),
+    "Load": (False, (), ("p_kw", "q_kvar"), (),
+             "sum, then replace: the summed inputs replace the network load's own value"),
+    "Line": (False, (), (), ("i_ka", "loading_percent"), ""),
+    "Trafo": (False, (), (), ("loading_percent", "p_hv_kw", "q_hv_kvar"), ""),
+}
+
+META = {
+    "api_version": "3.0",
+    "type": "time-based",
+    "models": {
+        model: {
+            "public": public,
+            "params": list(params),
+            "attrs": list(inputs) + list(outputs),
+            "any_inputs": False,
+            **({"input_combination": {a: combination for a in inputs}} if inputs else {}),
+        }
+        for model, (public, params, inputs, outputs, combination) in ENTITY_SPECS.items()
+    },
+}
+
+GRID_EID = "Grid"
+_ELEMENTS = (("Bus", "bus"), ("Load", "load"), ("Line", "line"), ("Trafo", "trafo"))
+
+
+def _number(value: Any, where: str) -> float:
+    """One input value as a finite float; raise ValueError naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: value is not finite ({value!r})")
+    return value
+
+
+class GridSimulator(mosaik_api_v3.Simulator):
+    """Time-based grid simulator; see the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__(META)
+        self.sid: str | None = None
+        self.step_ticks: int | None = None
+        self.converter: Converter | None = None
+        self.model: GridModel | None = None
+        self.state: GridState | None = None
+        self._entities: dict[str, tuple[str, int]] = {}  # eid -> (model, pandapower index)
+        self._bus_pos: dict[int, int] = {}
+
+    def init(self, sid: str, time_resolution: float = 1.0, *, step_s: float,
+             start_date: str | None = None) -> dict:
+        """Set the clock.
+
+        Parameters
+        ----------
+        sid : str
+            Simulator id.
+        time_resolution : float
+            Seconds per mosaik tick [s].
+        step_s : float
+            Step length [s]; a whole positive number of ``time_resolution``.
+        start_date : str, optional
+            ISO 8601 time of tick 0 (kept for converting ticks to datetimes).
+        """
+        if isinstance(time_resolution, bool) or not isinstance(time_resolution, (int, float)) \
+                or not (math.isfinite(time_resolution) and time_resolution > 0):
+            raise ValueError(f"time_resolution must be a finite number > 0 [s], got {time_resolution!r}")
+        if isinstance(step_s, bool) or not isinstance(step_s, (int, float)) \
+                or not (math.isfinite(step_s) and step_s > 0):
+            raise ValueError(f"step_s must be a finite number > 0 [s], got {step_s!r}")
+        ticks = step_s / time_resolution
+        if abs(ticks - round(ticks)) > 1e-9 or round(ticks) < 1:
+            raise ValueError(f"step_s ({step_s} s) must be a positive whole number of "
+                             f"time_resolution ({time_resolution} s)")
+        self.sid = sid
+        self.step_ticks = int(round(ticks))
+        self.converter = None if start_date is None else Converter(start_date, time_resolution)
+        return self.meta
+
+    def create(self, num: int, model: str, *, network: str, vm_min_pu: float, vm_max_pu: float,
+               max_line_loading_percent: float = 100.0,
+               max_trafo_loading_percent: float = 100.0,
+               ext_grid_vm_pu: float | None = None, base_dir: str | None = None,
+               solver: str = "auto") -> list[dict]:
+        """Create the one ``Grid`` entity and its children.
+
+        Parameters
+        ----------
+        network : str
+            Network name for :func:`adapters.networks.load_network`.
+        vm_min_pu, vm_max_pu : float
+            Voltage band for the violation count [pu].
+        max_line_loading_percent, max_trafo_loading_percent : float
+            Loading limits [%].
+        ext_grid_vm_pu : float, optional
+            Overrides the slack voltage of every ext_grid [pu] (CIGRE MV ships 1.03);
+            None leaves the network as is.
+        base_dir : str, optional
+            Directory that relative JSON network paths are resolved against.
+        solver : {"auto", "direct", "runpp"}
+            See `GridModel`.
+        """
+        if model != "Grid":
+            raise ValueError(f"unknown or non-public model {model!r}; create 'Grid'")
+        if num != 1 or self.model is not None:
+            raise ValueError("one Grid per simulator instance: start another simulator for "
+                             "another network")
+        net = load_network(network, None if base_dir is None else Path(base_dir))
+        if ext_grid_vm_pu is not None:
+            value = _number(ext_grid_vm_pu, "Grid.ext_grid_vm_pu")
+            if not 0.5 < value < 1.5:
+                raise ValueError(f"Grid.ext_grid_vm_pu must be within (0.5, 1.5), got {value}")
+            net.ext_grid["vm_pu"] = value
+        limits = GridLimits(vm_min_pu=vm_min_pu, vm_max_pu=vm_max_pu,
+                            max_line_loading_percent=max_line_loading_percent,
+                            max_trafo_loading_percent=max_trafo_loading_percent)
+        children = []
+        self._entities = {GRID_EID: ("Grid", -1)}
+        for kind, element in _ELEMENTS:  # ids from the network as loaded (no injections yet)
+            for index, eid in element_eids(net, element).items():
+                self._entities[eid] = (kind, index)
+                children.append({"eid": eid, "type": kind})
+        self.model = GridModel(net, limits, solver=solver)
+        self._bus_pos = {int(b): k for k, b in enumerate(self.model.bus_ids)}
+        return [{"eid": GRID_EID, "type": "Grid", "children": children}]
+
+    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+        """Collect the inputs, solve the power flow, return the next tick."""
+        bus_p: dict[int, float] = {}
+        bus_q: dict[int, float] = {}
+        load_p: dict[int, float] = {}
+        load_q: dict[int, float] = {}
+        targets = {("Bus", "p_kw"): bus_p, ("Bus", "q_kvar"): bus_q,
+                   ("Load", "p_kw"): load_p, ("Load", "q_kvar"): load_q}
+        for eid, attrs in inputs.items():
+            kind, index = self._entity(eid)
+            for attr, sources in attrs.items():
+                target = targets.get((kind, attr))
+                if target is None:
+                    raise ValueError(f"{eid}.{attr} is not an input")
+                target[index] = math.fsum(_number(v, f"{eid}.{attr} from {src}")
+                                          for src, v in sources.items())
+        self.state = self.model.step(bus_p, bus_q, load_p, load_q)
+        return time + self.step_ticks
+
+    def _entity(self, eid: str) -> tuple[str, int]:
+        try:
+            return self._entities[eid]
+        except KeyError:
+            raise ValueError(f"unknown entity {eid!r}") from None
+
+    def get_data(self, outputs: dict) -> dict:
+        """Requested outputs of the last step (result attributes None if not converged)."""
+        state = self.state
+        data: dict[str, dict[str, Any]] = {}
+        for eid, attrs in outputs.items():
+            kind, index = self._entity(eid)
+            allowed = ENTITY_SPECS[kind][3]
+            values: dict[str, Any] = {}
+            for attr in attrs:
+                if attr not in allowed:
+                    raise ValueError(f"{eid}.{attr} is not an output")
+                values[attr] = None if state is None else self._value(state, kind, index, attr)
+            data[eid] = values
+        return data
+
+    def _value(self, state: GridState, kind: str, index: int, attr: str) -> Any:
+        """One output as a built-in type, or None when there is no valid value."""
+        if kind == "Grid":
+            if attr == "pf_converged":
+                return bool(state.pf_converged)
+            if attr == "pf_seconds":
+                return float(state.pf_seconds)
+            if not state.pf_converged:
+                return None
+            if attr in ("bus_vm_pu", "bus_va_degree"):
+                arr = state.vm_pu if attr == "bus_vm_pu" else state.va_degree
+                return {str(int(b)): float(v) for b, v in zip(state.bus_ids, arr)}
+            value = getattr(state, attr)
+            return int(value) if attr.startswith("n_") else float(value)
+        if not state.pf_converged:
+            return None
+        model = self.model
+        if kind == "Bus":
+            pos = self._bus_pos.get(index)
+            if pos is None:  # de-energised bus: no voltage
+                return None
+            return float((state.vm_pu if attr == "vm_pu" else state.va_degree)[pos])
+        if kind == "Line":
+            pos = int(model.line_pos[index])
+            arr = state.line_i_ka if attr == "i_ka" else state.line_loading_percent
+            return float(arr[pos])
+        if kind == "Trafo":
+            pos = int(model.trafo_pos[index])
+            arr = {"loading_percent": state.trafo_loading_percent, "p_hv_kw": state.trafo_p_hv_kw,
+                   "q_hv_kvar": state.trafo_q_hv_kvar}[attr]
+            return float(arr[pos])
+        return None  # pragma: no cover  (Load has no outputs)
+
+
+def main() -> int:
+    """Start the grid simulator as an external process (mosaik ``cmd``/``connect``)."""
+    return mosaik_api_v3.start_simulation(GridSimulator(), "ev-grid-cosim grid simulator")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -379,6 +379,8 @@ def resample_to_steps(
     if len(frame) == 0:
         raise ProfileDataError("the time series has no rows")
     index = pd.DatetimeIndex(frame.index)
+    if not (index.is_monotonic_increasing and index.is_unique):
+        raise ProfileDataError("the time stamps must increase strictly")
     values = frame.to_numpy(dtype=float)
     t0 = index[0]
     knots = (index - t0).total_seconds().to_numpy()

@@ -233,6 +233,8 @@ def test_resample_errors():
         resample_to_steps(frame, START, 900, 2, method="cubic")
     with pytest.raises(ProfileDataError, match="leave the data range"):
         resample_to_steps(frame, START - dt.timedelta(hours=1), 900, 2)
+    with pytest.raises(ProfileDataError, match="increase strictly"):
+        resample_to_steps(frame.iloc[::-1], START, 900, 2)
 
 
 # --- forecasts ----------------------------------------------------------------------

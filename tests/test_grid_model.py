@@ -159,6 +159,18 @@ def test_runpp_solver_equals_direct(nets, models):
     np.testing.assert_allclose(a.vm_pu, b.vm_pu, atol=VM_TOL, rtol=0)
     np.testing.assert_allclose(a.trafo_loading_percent, b.trafo_loading_percent, rtol=1e-7)
     models["cigre_lv"].step()
+    failed = slow.step(bus_p_kw={bus: 1e6})  # 1 GW in an LV feeder
+    assert not failed.pf_converged and failed.vm_pu is None
+    assert slow.timing.n_not_converged == 1
+    again = slow.step(bus_p_kw={bus: 20.0})
+    assert again.pf_converged
+    np.testing.assert_allclose(again.vm_pu, a.vm_pu, atol=VM_TOL, rtol=0)
+
+
+def test_state_arrays_are_read_only(models):
+    state = models["cigre_lv"].step()
+    with pytest.raises(ValueError):
+        state.vm_pu[0] = 2.0
 
 
 def test_voltage_dependent_loads_match_runpp():

@@ -43,7 +43,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import contextlib
@@ -310,6 +310,12 @@ class GridState:
     n_bus_violations: int | None = None
     n_line_violations: int | None = None
     n_trafo_violations: int | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # the state is a snapshot: freeze the arrays too
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
 
 
 @dataclass
@@ -721,10 +727,12 @@ class GridModel:
             kwargs = dict(self._runpp_kwargs, algorithm="iwamoto_nr" if damped else "nr",
                           max_iteration=max_it)
             if start == "results":
-                if first_init != "results" or not self.net.get("converged", False):
-                    kwargs["init"] = first_init
-                else:
+                if first_init == "results" and self.net.get("converged", False):
                     kwargs.update(init="results", recycle=recycle)
+                else:  # first run, or the last one failed (its results are NaN)
+                    kwargs["init"] = "auto"
+                    if first_init != "results":
+                        kwargs["init"] = first_init
             else:
                 kwargs["init"] = "dc"  # flat magnitudes, DC angles (phase shifts)
             # pandapower's iwamoto_nr prints every multiplier to stdout: swallow it
@@ -747,7 +755,7 @@ class GridModel:
         reason = self._runpp_with_retries()
         if reason is not None:
             return None, reason
-        res_bus = net.res_bus.loc[self.bus_ids]
+        res_bus = net.res_bus.loc[self.bus_ids].copy()
         trafo_i = np.column_stack([net.res_trafo["i_hv_ka"].to_numpy(dtype=float),
                                    net.res_trafo["i_lv_ka"].to_numpy(dtype=float)])
         iterations = int(net._ppc.get("iterations", 0)) if net.get("_ppc") else 0
@@ -813,7 +821,8 @@ class GridModel:
         """Set this step's demand, solve the AC power flow, return the grid state.
 
         Inputs hold for this step only: a bus not given has no extra injection,
-        a load not given has the network's own value.
+        a load not given has the network's own value. Demand at a de-energised
+        bus (out of service or cut off from the slack) has no effect.
 
         Parameters
         ----------

@@ -20,6 +20,14 @@ from scenarios.runner import RunFailed, run_scenario
 DEFAULT_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "default.toml"
 
 
+def quiet_logging() -> None:
+    """mosaik logs every simulator start at INFO; keep warnings and errors only."""
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenario", nargs="?", type=Path, default=DEFAULT_SCENARIO,
@@ -36,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(exc, file=sys.stderr)
         return 2
+    quiet_logging()
     out = args.out or Path("out") / args.scenario.stem
     try:
         run_scenario(scenario, out, only=args.cases, plots=not args.no_plots, echo=print)

@@ -164,7 +164,7 @@ class Controller:
             p = float(np.asarray(fp.get(bus, np.zeros(k + 1)))[k]) if bus in fp else 0.0
             q = float(np.asarray(fq.get(bus, np.zeros(k + 1)))[k]) if bus in fq else 0.0
             pp.create_load(net, bus, p_mw=p / 1e3, q_mvar=q / 1e3, name=f"forecast {bus}")
-        pp.runpp(net, calculate_voltage_angles=True)
+        pp.runpp(net, calculate_voltage_angles=True, numba=False)
         return compute_sensitivities(net)
 
     def relinearise(self, vm_pu: Mapping[int, float], va_degree: Mapping[int, float]) -> None:

@@ -29,8 +29,6 @@ META = {
             "attrs": ["fleet_state", "bus_vm_pu", "bus_va_degree",
                       "setpoints", "solve_s", "status", "fallback", "soft_violation_max",
                       "objective", "n_planned"],
-            "trigger": ["fleet_state"],
-            "persistent": [],
         },
     },
 }

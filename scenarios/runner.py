@@ -1,0 +1,466 @@
+"""Build and run the mosaik world of a scenario case; summarise and plot it.
+
+One case is one co-simulation::
+
+    base load ──> Grid.Load-*          (replaces each network load's power)
+    PV ─────────> Grid.Bus-*           (extra injection, load convention)
+    ┌ group ────────────────────────┐
+    │ Fleet ──fleet_state──> Scheduler│
+    │   ^───setpoints (weak)───┘     │
+    └───────────────────────────────┘
+    Fleet.EVBus-* ──> Grid.Bus-*
+    Grid ──bus_vm_pu (time-shifted one step)──> Scheduler
+    every output ──> Recorder
+
+The grid stays outside the fleet/scheduler group: a time-based simulator outside
+the group steps once per step, after the same-time loop has settled, so it sees the
+EV power of the setpoints computed for that very step (measured with mosaik 3.6;
+tests/test_ev_mosaik.py pins it down).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import mosaik
+import mosaik.util
+import numpy as np
+
+from adapters.networks import load_network
+from scenarios.buses import resolve_bus
+from scenarios.config import Case, Scenario
+from scenarios.summary import EVInfo, summarize
+from simulators.baseload.model import (
+    BaseLoadModel,
+    forecast as baseload_forecast,
+    load_specs_from_net,
+    sum_per_bus,
+)
+from simulators.ev_fleet.population import EVSpec, FleetDistributions, sample_fleet
+from simulators.grid.naming import element_eids
+from simulators.recorder.model import COMPLETE_MARKER, is_complete
+
+SIMULATORS = {
+    # scenario name -> (mosaik sim name, module, class)
+    "grid": ("Grid", "simulators.grid.mosaik_api", "GridSimulator"),
+    "baseload": ("BaseLoad", "simulators.baseload.mosaik_api", "BaseLoadSimulator"),
+    "pv": ("PV", "simulators.pv.mosaik_api", "PVSimulator"),
+    "fleet": ("Fleet", "simulators.ev_fleet.mosaik_api", "FleetSimulator"),
+    "scheduler": ("Scheduler", "simulators.scheduler.mosaik_api", "SchedulerSimulator"),
+    "recorder": ("Recorder", "simulators.recorder.mosaik_api", "RecorderSimulator"),
+}
+
+EV_ATTRS = ("soc", "plugged", "p_kw", "q_kvar", "e_needed_kwh", "p_clipped_kw", "q_clipped_kvar", "bus")
+GRID_ATTRS = ("pf_converged", "pf_seconds", "vm_min_pu", "vm_max_pu", "n_bus_violations",
+              "n_line_violations", "n_trafo_violations", "max_line_loading_percent",
+              "max_trafo_loading_percent")
+SCHED_ATTRS = ("solve_s", "status", "fallback", "soft_violation_max", "objective", "n_planned")
+PACKAGES = ("mosaik", "mosaik-api-v3", "pandapower", "simbench", "pyomo", "highspy", "piqp",
+            "clarabel", "numpy", "scipy", "simpy", "pvlib")
+
+
+class RunFailed(RuntimeError):
+    """A case could not finish; completed steps stay on disk."""
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """Where a case's results went and its summary."""
+
+    name: str
+    out_dir: Path
+    summary: dict
+
+
+# ------------------------------------------------------------------ inputs ---
+
+
+def fleet_specs(case: Case, net) -> list[EVSpec]:
+    """EV specs of a case: sampled from ``fleet.counts`` plus explicit ``fleet.evs``."""
+    f, meta = case.fleet, case.scenario
+    counts = {resolve_bus(net, b): n for b, n in f.counts.items() if n}
+    dist = FleetDistributions(
+        arrival_gev_xi=f.arrival_gev_shape,
+        arrival_gev_scale_h=f.arrival_gev_scale_h,
+        arrival_gev_loc_h=f.arrival_gev_loc_h,
+        arrival_fixed_h=f.arrival_fixed_h if f.arrival == "fixed" else None,
+        departure_weibull_scale_h=f.departure_weibull_scale_h,
+        departure_weibull_shape=f.departure_weibull_shape,
+        soc_initial_mean=f.soc_initial_mean,
+        soc_initial_std=f.soc_initial_std,
+        capacity_kwh=f.battery_kwh,
+        charger_kva=f.charger_kva,
+        efficiency=f.efficiency,
+        soc_target=f.soc_target,
+        soc_min=f.soc_min,
+        soc_max=f.soc_max,
+        can_discharge=f.can_discharge,
+        can_reactive=f.can_reactive,
+        autonomous=f.autonomous,
+    )
+    rng = np.random.default_rng(meta.seed)
+    specs = sample_fleet(counts, dist, meta.start, meta.horizon_s, rng) if counts else []
+    for i, ev in enumerate(f.evs):
+        specs.append(EVSpec(
+            ev_id=f"EV-{len(specs)}", home_bus=resolve_bus(net, ev.bus),
+            capacity_kwh=f.battery_kwh, charger_kva=f.charger_kva, efficiency=f.efficiency,
+            can_discharge=f.can_discharge, can_reactive=f.can_reactive,
+            arrival_s=ev.arrival_h * 3600.0,
+            departure_s=min(ev.departure_h * 3600.0, float(meta.horizon_s)),
+            soc_initial=ev.soc_initial, soc_target=f.soc_target,
+            soc_min=f.soc_min, soc_max=f.soc_max, autonomous=f.autonomous,
+        ))
+    return specs
+
+
+def baseload_model(case: Case, net) -> BaseLoadModel:
+    """The base-load model of a case (the scheduler's forecasts come from it)."""
+    b, meta = case.baseload, case.scenario
+    loads = load_specs_from_net(net, b.profiles)
+    if b.source == "simbench":
+        return BaseLoadModel.from_simbench(loads, meta.start, meta.step_s, scale=b.scale,
+                                           horizon_steps=meta.n_steps)
+    if b.source == "csv":
+        return BaseLoadModel.from_csv(case.base_dir / b.csv_path, loads, meta.start, meta.step_s,
+                                      scale=b.scale, horizon_steps=meta.n_steps)
+    return BaseLoadModel.constant(loads, meta.step_s, scale=b.scale, horizon_steps=meta.n_steps)
+
+
+def pv_units(case: Case, net) -> list[dict]:
+    """PV unit parameters (bus as pandapower index) of a case."""
+    return [
+        {"bus": resolve_bus(net, u.bus), "kwp": u.kwp, "s_kva": u.s_kva,
+         "tilt_deg": case.pv.tilt_deg, "azimuth_deg": case.pv.azimuth_deg}
+        for u in case.pv.units
+    ]
+
+
+def pv_site_params(case: Case) -> dict:
+    m = case.scenario
+    return {"latitude_deg": m.latitude_deg, "longitude_deg": m.longitude_deg,
+            "altitude_m": m.altitude_m, "timezone": m.timezone}
+
+
+def nodal_forecast(case: Case, net, base: BaseLoadModel) -> tuple[dict, dict]:
+    """Forecast nodal demand without EVs (base load minus PV) per bus [kW], [kvar]."""
+    from adapters.weather import PVSite
+    from simulators.pv.model import PVModel, PVUnitSpec
+    from simulators.pv.model import forecast as pv_forecast
+
+    meta = case.scenario
+    rng = np.random.default_rng([meta.seed, 1])
+    bl = baseload_forecast(base, 0, meta.n_steps, case.baseload.forecast_error_std, rng)
+    load_bus = {spec.eid: spec.bus for spec in base.loads}
+    p, q = bl.per_bus([load_bus[i] for i in bl.ids])
+    maps_p, maps_q = [p], [q]
+    units = pv_units(case, net)
+    if units:
+        site = PVSite(**pv_site_params(case))
+        specs = [PVUnitSpec(eid=f"PV-{k}", **{k2: v for k2, v in u.items() if v is not None})
+                 for k, u in enumerate(units)]
+        model = PVModel(specs, meta.start, meta.step_s, site=site, horizon_steps=meta.n_steps)
+        fc = pv_forecast(model, 0, meta.n_steps, case.pv.forecast_error_std, rng)
+        pv_bus = {s.eid: s.bus for s in specs}
+        p, q = fc.per_bus([pv_bus[i] for i in fc.ids])
+        maps_p.append(p)
+        maps_q.append(q)
+    return sum_per_bus(*maps_p), sum_per_bus(*maps_q)
+
+
+def e_star_kwh(case: Case, net, specs: Sequence[EVSpec]) -> float:
+    """Drive energy per leg for autonomous EVs (seed 001, section III-B) [kWh]."""
+    if not case.fleet.autonomous:
+        return 0.0
+    if case.fleet.e_star_kwh is not None:
+        return case.fleet.e_star_kwh
+    from simulators.scheduler.autonomous import drive_energy_kwh
+
+    buses = sorted({s.home_bus for s in specs})
+    return float(drive_energy_kwh(net, buses, case.fleet.consumption_kwh_per_km))
+
+
+# ------------------------------------------------------------------- world ---
+
+
+def sim_config(case: Case) -> dict:
+    """mosaik sim_config from the case's ``[simulators]`` starters."""
+    config = {}
+    for key, (name, module, cls) in SIMULATORS.items():
+        starter = case.simulators[key]
+        if starter.starter == "python":
+            config[name] = {"python": f"{module}:{cls}"}
+        elif starter.starter == "cmd":
+            config[name] = {"cmd": f"{sys.executable} -m {module} %(addr)s"}
+        else:
+            config[name] = {"connect": starter.addr}
+    return config
+
+
+class _ErrorLog:
+    """Collects ERROR messages mosaik logs (an external simulator's crash is only
+    logged: ``World.run`` returns normally, see STYLE.md)."""
+
+    def __init__(self) -> None:
+        from loguru import logger
+
+        self.messages: list[str] = []
+        self._logger = logger
+        logger.enable("mosaik")
+        self._id = logger.add(lambda m: self.messages.append(str(m).strip()), level="ERROR", format="{message}")
+
+    def close(self) -> None:
+        self._logger.remove(self._id)
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = None,
+             plots: bool = True) -> CaseResult:
+    """Run one case: build inputs, run the mosaik world, summarise, plot.
+
+    Raises
+    ------
+    RunFailed
+        When the world could not finish every step (the reason is in the message;
+        completed steps stay in ``out_dir``).
+    """
+    echo = echo or (lambda s: None)
+    meta, grid_cfg = case.scenario, case.grid
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wall0 = time.perf_counter()
+    net = load_network(grid_cfg.network, case.base_dir)
+    specs = fleet_specs(case, net)
+    base = baseload_model(case, net)
+    fp, fq = nodal_forecast(case, net, base)
+    estar = e_star_kwh(case, net, specs)
+    start_iso = meta.start.isoformat()
+    metadata = {
+        "scenario": meta.name, "case": case.name, "seed": meta.seed,
+        "config": json.loads(json.dumps(
+            {k: asdict(getattr(case, k)) for k in ("scenario", "grid", "baseload", "pv", "fleet", "scheduler")},
+            default=str)),
+        "n_evs": len(specs), "e_star_kwh": estar, "versions": package_versions(),
+    }
+    limits = {"vm_min_pu": grid_cfg.vm_min_pu, "vm_max_pu": grid_cfg.vm_max_pu,
+              "line_loading_max": grid_cfg.max_line_loading_percent / 100.0,
+              "trafo_loading_max": grid_cfg.max_trafo_loading_percent / 100.0}
+    sc = case.scheduler
+    options = {"k_weight": sc.k_weight, "cone": sc.cone, "n_sides": sc.polygon_sides,
+               "soft_penalty": sc.soft_penalty, "time_limit_s": sc.time_limit_s}
+    if sc.solver != "auto":
+        options["solver"] = sc.solver
+    elif sc.cone == "soc":
+        options["solver"] = "clarabel"
+    errors = _ErrorLog()
+    n_steps, step_s = meta.n_steps, meta.step_s
+    try:
+        with mosaik.World(sim_config(case), time_resolution=1.0, cache=False,
+                          skip_greetings=True, configure_logging=False) as world:
+            grid_sim = world.start("Grid", step_s=step_s, start_date=start_iso)
+            grid = grid_sim.Grid(network=grid_cfg.network, vm_min_pu=grid_cfg.vm_min_pu,
+                                 vm_max_pu=grid_cfg.vm_max_pu,
+                                 max_line_loading_percent=grid_cfg.max_line_loading_percent,
+                                 max_trafo_loading_percent=grid_cfg.max_trafo_loading_percent,
+                                 ext_grid_vm_pu=grid_cfg.ext_grid_vm_pu, base_dir=str(case.base_dir))
+            children = {e.eid: e for e in grid.children}
+            bus_eid = element_eids(net, "bus")  # the grid simulator names buses by this rule
+
+            bl_sim = world.start("BaseLoad", start_date=start_iso, step_s=step_s, horizon_s=meta.horizon_s)
+            bl = bl_sim.BaseLoad(network=grid_cfg.network, source=case.baseload.source,
+                                 csv_path=(str(case.base_dir / case.baseload.csv_path)
+                                           if case.baseload.source == "csv" else None),
+                                 scale=case.baseload.scale, profiles=dict(case.baseload.profiles),
+                                 base_dir=str(case.base_dir))
+            for load in bl.children:
+                world.connect(load, children[load.eid], "p_kw", "q_kvar")
+            sources = list(bl.children)
+
+            units = pv_units(case, net)
+            if units:
+                pv_sim = world.start("PV", start_date=start_iso, step_s=step_s,
+                                     horizon_s=meta.horizon_s, **pv_site_params(case))
+                pv_entities = []
+                for u in units:
+                    params = {k: v for k, v in u.items() if v is not None}
+                    pv = pv_sim.PV(**params)
+                    world.connect(pv, children[bus_eid[u["bus"]]], "p_kw", "q_kvar")
+                    pv_entities.append(pv)
+                sources += pv_entities
+
+            with world.group():
+                fleet_sim = world.start("Fleet", step_size=step_s, start_date=start_iso)
+                charging_buses = None
+                if case.fleet.autonomous:
+                    charging_buses = sorted({s.home_bus for s in specs})
+                fleet = fleet_sim.Fleet(specs=[s.to_dict() for s in specs], e_star_kwh=estar,
+                                        charging_buses=charging_buses)
+                sched_sim = world.start("Scheduler", step_size=step_s, n_steps=n_steps)
+                sched = sched_sim.Scheduler(
+                    network=grid_cfg.network, base_dir=str(case.base_dir), strategy=sc.strategy,
+                    mode=sc.mode, limits=limits, options=options, relinearise=sc.relinearise,
+                    e_star_kwh=estar,
+                    forecast_p_kw={str(b): list(map(float, v)) for b, v in fp.items()},
+                    forecast_q_kvar={str(b): list(map(float, v)) for b, v in fq.items()},
+                    ev_specs=[s.to_dict() for s in specs] if sc.mode == "day_ahead" else None,
+                )
+            world.connect(fleet, sched, "fleet_state")
+            world.connect(sched, fleet, "setpoints", weak=True)
+            evs = [c for c in fleet.children if c.type == "EV"]
+            for evbus in (c for c in fleet.children if c.type == "EVBus"):
+                bus = int(evbus.eid.split("-", 1)[1])
+                world.connect(evbus, children[bus_eid[bus]], "p_kw", "q_kvar")
+            world.connect(grid, sched, "bus_vm_pu", "bus_va_degree", time_shifted=step_s)
+
+            rec = world.start("Recorder").Recorder(out_dir=str(out_dir), metadata=metadata)
+            world.connect(grid, rec, *GRID_ATTRS)
+            mosaik.util.connect_many_to_one(world, [c for c in grid.children if c.type == "Bus"], rec,
+                                            "vm_pu", "va_degree")
+            mosaik.util.connect_many_to_one(world, [c for c in grid.children if c.type == "Line"], rec,
+                                            "i_ka", "loading_percent")
+            mosaik.util.connect_many_to_one(world, [c for c in grid.children if c.type == "Trafo"], rec,
+                                            "loading_percent", "p_hv_kw", "q_hv_kvar")
+            mosaik.util.connect_many_to_one(world, sources, rec, "p_kw", "q_kvar")
+            mosaik.util.connect_many_to_one(world, evs, rec, *EV_ATTRS)
+            mosaik.util.connect_many_to_one(world, [c for c in fleet.children if c.type == "EVBus"], rec,
+                                            "p_kw", "q_kvar")
+            world.connect(sched, rec, *SCHED_ATTRS)
+            world.run(until=meta.horizon_s, print_progress=False)
+    except Exception as exc:  # noqa: BLE001 - the run must say why it stopped, then fail
+        errors.close()
+        raise RunFailed(f"case {case.name!r}: {type(exc).__name__}: {exc}") from exc
+    errors.close()
+    wall = time.perf_counter() - wall0
+    infos = [EVInfo(s.ev_id, s.capacity_kwh, s.efficiency, s.soc_target, s.arrival_s, s.departure_s)
+             for s in specs]
+    summary = summarize(out_dir, infos, step_s, n_steps, grid_cfg.vm_min_pu, grid_cfg.vm_max_pu)
+    summary.update(_seed001_metrics(out_dir, specs, step_s, n_steps, estar))
+    summary["wall_seconds"] = round(wall, 3)
+    problems = list(errors.messages)
+    if summary.get("recorded_steps", 0) < n_steps:
+        problems.append(f"only {summary.get('recorded_steps', 0)} of {n_steps} steps were recorded")
+    if problems:
+        summary["errors"] = problems
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        raise RunFailed(f"case {case.name!r} did not finish: " + "; ".join(problems[:3]))
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if plots:
+        from scenarios.plots import plot_run
+
+        plot_run(out_dir, meta.start, grid_cfg.vm_min_pu, grid_cfg.vm_max_pu, title=case.name)
+    _finish(out_dir, summary)
+    return CaseResult(case.name, out_dir, summary)
+
+
+def _finish(out_dir: Path, summary: dict) -> None:
+    (Path(out_dir) / COMPLETE_MARKER).write_text(json.dumps(summary, default=str))
+
+
+def _seed001_metrics(out_dir: Path, specs: Sequence[EVSpec], step_s: int, n_steps: int,
+                     estar: float) -> dict:
+    """Metrics 1-3 of seed 001 (eqs. (13), (14)) from the recorded SOCs."""
+    from scenarios.summary import soc_trajectories
+    from simulators.recorder.model import read_table
+    from simulators.scheduler.metrics import all_metrics
+
+    if not specs:
+        return {}
+    infos = [EVInfo(s.ev_id, s.capacity_kwh, s.efficiency, s.soc_target, s.arrival_s, s.departure_s)
+             for s in specs]
+    soc = soc_trajectories(read_table(out_dir, "EV"), infos, step_s, n_steps)
+    target = np.array([s.soc_target for s in specs])
+    m = all_metrics(soc, target, step_s / 3600.0)
+    return {"metric1": float(m.metric1), "metric2": float(m.metric2),
+            "metric3_hours": None if m.metric3_h is None or not np.isfinite(m.metric3_h)
+            else float(m.metric3_h)}
+
+
+# --------------------------------------------------------------- scenarios ---
+
+
+SUMMARY_COLUMNS = ("min_voltage_pu", "violating_bus_steps", "max_line_loading_percent",
+                   "max_trafo_loading_percent", "mean_soc_at_departure", "evs_below_target_at_departure",
+                   "t95_hours", "v2g_discharged_kwh", "reactive_energy_kvarh", "solve_seconds",
+                   "fallback_steps", "soft_limit_violation_max", "pf_not_converged_steps",
+                   "metric1", "metric2", "metric3_hours", "wall_seconds")
+
+
+def format_summary(name: str, summary: dict) -> str:
+    """Human-readable summary of one case."""
+    lines = [f"== {name}"]
+    for key in SUMMARY_COLUMNS:
+        if key in summary:
+            value = summary[key]
+            lines.append(f"  {key:32s} {value:.4g}" if isinstance(value, float) else f"  {key:32s} {value}")
+    return "\n".join(lines)
+
+
+def comparison_table(results: Sequence[CaseResult], columns: Sequence[str] = SUMMARY_COLUMNS) -> str:
+    """Markdown table of every case's summary."""
+    cols = [c for c in columns if any(c in r.summary for r in results)]
+    head = "| case | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols)
+    rows = []
+    for r in results:
+        cells = []
+        for c in cols:
+            v = r.summary.get(c)
+            cells.append("" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)))
+        rows.append(f"| {r.name} | " + " | ".join(cells) + " |")
+    return head + "\n" + "\n".join(rows) + "\n"
+
+
+def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = None, plots: bool = True,
+                 echo: Callable[[str], None] = print) -> list[CaseResult]:
+    """Run every case of a scenario (one sub-folder each when there are several)."""
+    out = Path(out)
+    cases = [c for c in scenario.cases if only is None or c.name in only]
+    if only:
+        unknown = sorted(set(only) - {c.name for c in scenario.cases})
+        if unknown:
+            raise RunFailed(f"unknown case(s) {unknown}; the scenario has "
+                            f"{[c.name for c in scenario.cases]}")
+    results = []
+    single = len(scenario.cases) == 1
+    failures = []
+    for case in cases:
+        case_dir = out if single else out / case.name
+        echo(f"running {case.name} ({case.scheduler.strategy}, {case.scheduler.mode}) -> {case_dir}")
+        try:
+            result = run_case(case, case_dir, echo=echo, plots=plots)
+        except RunFailed as exc:
+            failures.append(str(exc))
+            echo(f"FAILED: {exc}")
+            continue
+        results.append(result)
+        echo(format_summary(case.name, result.summary))
+    if len(scenario.cases) > 1 and results:
+        table = comparison_table(results)
+        (out / "comparison.md").write_text(table)
+        echo("\n" + table)
+        if plots:
+            from scenarios.plots import plot_comparison
+
+            first = cases[0]
+            plot_comparison({r.name: r.out_dir for r in results}, first.scenario.start,
+                            first.grid.vm_min_pu, out / "comparison.png")
+    if failures:
+        raise RunFailed("; ".join(failures))
+    return results
+
+
+__all__ = ["run_case", "run_scenario", "RunFailed", "CaseResult", "is_complete"]

@@ -376,8 +376,8 @@ def _grid_rows(problem: ChargingProblem, cand_cols: np.ndarray, n_sides: int) ->
 # --------------------------------------------------------------------------- solver
 def solve_autonomous(
     problem: ChargingProblem,
-    candidate_cols,
-    e_star_kwh: float,
+    candidate_cols=None,
+    e_star_kwh: float = 0.0,
     options: AutonomousOptions | None = None,
     allow_move=None,
 ) -> AutonomousSchedule:
@@ -390,9 +390,10 @@ def solve_autonomous(
         Charging only (``can_discharge``/``can_reactive`` are ignored: seed 001
         uses unity power factor and no V2G); ``s_max_kva`` is the charger limit
         ``P_v`` of eq. (8d).
-    candidate_cols : sequence of int
+    candidate_cols : sequence of int, optional
         Columns of ``problem.sens.bus_ids`` where an autonomous EV may charge
-        (parking columns are always added).
+        (parking columns are always added). Default: the parking columns of the
+        EVs (``unique(problem.ev_col)``), i.e. the load buses where EVs park.
     e_star_kwh : float
         Drive energy of one leg ``E*`` [kWh] (:func:`drive_energy_kwh`); 0 with
         ``allow_move`` all False gives plain smart charging.
@@ -430,7 +431,8 @@ def solve_autonomous(
     plugged = np.asarray(problem.plugged, bool)
     home = np.asarray(problem.ev_col, int)
     n_bus = len(problem.sens.bus_ids)
-    cand = sorted({int(c) for c in candidate_cols} | set(home.tolist()))
+    cand = sorted({int(c) for c in (candidate_cols if candidate_cols is not None else [])}
+                  | set(home.tolist()))
     if cand and (min(cand) < 0 or max(cand) >= n_bus):
         raise ValueError(f"candidate_cols must be columns in [0, {n_bus - 1}]")
     cand = np.array(cand, dtype=int)

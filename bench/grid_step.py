@@ -61,7 +61,8 @@ def make_steps(model: GridModel, n_steps: int, seed: int = 0) -> list[dict]:
     return steps
 
 
-def time_runpp(model: GridModel, steps: list[dict], **kwargs) -> tuple[list[float], list[np.ndarray]]:
+def time_runpp(model: GridModel, steps: list[dict],
+               **kwargs) -> tuple[list[float], list[np.ndarray]]:
     """ms per step and bus voltages of runpp on a copy of the model's network."""
     net = copy.deepcopy(model.net)
     pp.runpp(net, numba=False)

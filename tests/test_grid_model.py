@@ -29,7 +29,7 @@ def models(nets):
     return {name: GridModel(net, LIMITS) for name, net in nets.items()}
 
 
-def reference(net, **extra_loads_kw) -> pp.pandapowerNet:
+def reference(net) -> pp.pandapowerNet:
     """Plain runpp, tight tolerance, on a copy of ``net``."""
     ref = copy.deepcopy(net)
     pp.runpp(ref, numba=False, tolerance_mva=1e-12)
@@ -128,7 +128,8 @@ def test_non_convergence_then_recovery(nets, models):
 def test_bus_indices_not_consecutive():
     """Reindexed buses, a dropped bus, an out-of-service bus and line, an open switch."""
     net = load_network("cigre_lv")
-    pandapower.toolbox.reindex_buses(net, {int(b): 1000 + 7 * k for k, b in enumerate(net.bus.index)})
+    new_index = {int(b): 1000 + 7 * k for k, b in enumerate(net.bus.index)}
+    pandapower.toolbox.reindex_buses(net, new_index)
     last = int(net.bus.index[-1])
     pandapower.toolbox.drop_buses(net, [last])
     net.bus.loc[int(net.bus.index[-1]), "in_service"] = False
@@ -209,6 +210,13 @@ def test_non_finite_inputs_raise(models, bad):
         model.step(load_p_kw={load: bad})
     with pytest.raises(ValueError, match="not one of the network's loads"):
         model.step(load_p_kw={10_000: 1.0})
+
+
+@pytest.mark.parametrize("bad", [True, "3.0", None, [1.0, "x"]])
+def test_non_numeric_inputs_raise(models, bad):
+    bus = int(models["cigre_lv"].bus_ids[5])
+    with pytest.raises(ValueError, match=f"bus {bus}"):
+        models["cigre_lv"].step(bus_p_kw={bus: bad})
 
 
 def test_non_finite_network_load_raises():

@@ -112,7 +112,9 @@ class _Newton:
         # entries: every Ybus element, then one diagonal term per bus
         rows = np.r_[coo.row, np.arange(n)].astype(np.int64)
         cols = np.r_[coo.col, np.arange(n)].astype(np.int64)
-        self.y_rows, self.y_cols, self.y_data = coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data
+        self.y_rows = coo.row.astype(np.int64)
+        self.y_cols = coo.col.astype(np.int64)
+        self.y_data = coo.data
         pos_a = np.full(n, -1, dtype=np.int64)
         pos_a[pvpq] = np.arange(n_a)
         pos_m = np.full(n, -1, dtype=np.int64)
@@ -128,7 +130,8 @@ class _Newton:
         ukeys, self.slot = np.unique(keys, return_inverse=True)
         self.n_nz = len(ukeys)
         self.indices = (ukeys % self.n_j).astype(np.int32)
-        self.indptr = np.r_[0, np.cumsum(np.bincount(ukeys // self.n_j, minlength=self.n_j))].astype(np.int32)
+        per_col = np.bincount(ukeys // self.n_j, minlength=self.n_j)
+        self.indptr = np.r_[0, np.cumsum(per_col)].astype(np.int32)
 
     def _mismatch(self, v: np.ndarray, s_bus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         i_bus = self.ybus @ v
@@ -204,7 +207,8 @@ class _Newton:
                 if not damped or norm_new < norm:
                     break
                 step *= 0.5
-            va, vm, v, s, ds, f, i_bus, norm = va_new, vm_new, v_new, s_new, ds_new, f_new, i_new, norm_new
+            va, vm, v, s, ds = va_new, vm_new, v_new, s_new, ds_new
+            f, i_bus, norm = f_new, i_new, norm_new
             if not np.isfinite(norm):
                 return v, False, it
         return v, bool(norm < tol), it
@@ -391,14 +395,22 @@ def _finite_or_raise(values: np.ndarray, what: str, ids: Iterable) -> None:
 
 
 def _sum_value(value: float | Iterable[float]) -> float:
-    """Sum one input value or a collection of contributions (floats) [any unit]."""
+    """Sum one input value or a collection of contributions (numbers) [any unit].
+
+    Raises ValueError (TypeError for non-numbers) without context; callers add it.
+    """
+    kind = type(value)
+    if kind is float or kind is int:  # the common case, kept cheap
+        return float(value)
     if isinstance(value, Mapping):
         value = value.values()
-    if isinstance(value, (str, bytes)):
+    if isinstance(value, (str, bytes, bool, np.bool_)):
         raise TypeError(f"expected a number, got {value!r}")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
     if isinstance(value, Iterable):
-        return math.fsum(float(v) for v in value)
-    return float(value)
+        return math.fsum(_sum_value(v) for v in value)
+    raise TypeError(f"expected a number, got {value!r}")
 
 
 class GridModel:
@@ -791,21 +803,29 @@ class GridModel:
         p_mw = np.concatenate([self._load_p_mw, np.zeros(self._n_bus)])
         q_mvar = np.concatenate([self._load_q_mvar, np.zeros(self._n_bus)])
         n_load = len(self.load_ids)
-        for values, target, kind in ((bus_p_kw, p_mw, "bus p_kw"), (bus_q_kvar, q_mvar, "bus q_kvar")):
+        for values, target, kind in ((bus_p_kw, p_mw, "bus p_kw"),
+                                     (bus_q_kvar, q_mvar, "bus q_kvar")):
             for bus, value in (values or {}).items():
                 pos = self._bus_pos.get(int(bus))
                 if pos is None:
                     raise ValueError(f"{kind}: bus {bus!r} is not in the network")
-                total = _sum_value(value)
+                try:
+                    total = _sum_value(value)
+                except TypeError as exc:
+                    raise ValueError(f"{kind} of bus {bus!r}: {exc}") from None
                 if not math.isfinite(total):
                     raise ValueError(f"{kind} of bus {bus!r} is not finite: {value!r}")
                 target[n_load + pos] = total / _KW_PER_MW
-        for values, target, kind in ((load_p_kw, p_mw, "load p_kw"), (load_q_kvar, q_mvar, "load q_kvar")):
+        for values, target, kind in ((load_p_kw, p_mw, "load p_kw"),
+                                     (load_q_kvar, q_mvar, "load q_kvar")):
             for load, value in (values or {}).items():
                 pos = self._load_pos.get(int(load))
                 if pos is None:
                     raise ValueError(f"{kind}: load {load!r} is not one of the network's loads")
-                value = _sum_value(value)
+                try:
+                    value = _sum_value(value)
+                except TypeError as exc:
+                    raise ValueError(f"{kind} of load {load!r}: {exc}") from None
                 if not math.isfinite(value):
                     raise ValueError(f"{kind} of load {load!r} is not finite: {value!r}")
                 target[pos] = value / _KW_PER_MW

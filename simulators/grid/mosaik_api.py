@@ -135,7 +135,8 @@ class GridSimulator(mosaik_api_v3.Simulator):
         """
         if isinstance(time_resolution, bool) or not isinstance(time_resolution, (int, float)) \
                 or not (math.isfinite(time_resolution) and time_resolution > 0):
-            raise ValueError(f"time_resolution must be a finite number > 0 [s], got {time_resolution!r}")
+            raise ValueError(
+                f"time_resolution must be a finite number > 0 [s], got {time_resolution!r}")
         if isinstance(step_s, bool) or not isinstance(step_s, (int, float)) \
                 or not (math.isfinite(step_s) and step_s > 0):
             raise ValueError(f"step_s must be a finite number > 0 [s], got {step_s!r}")

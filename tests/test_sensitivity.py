@@ -96,8 +96,9 @@ def _assert_matches(sens, fd, cols, rtol):
 
 @pytest.mark.parametrize("name, h_kw, every", [("cigre_lv", 0.05, 6), ("cigre_mv", 0.5, 3)])
 def test_coefficients_match_finite_differences(solved, name, h_kw, every):
-    """All rows; the columns of every 6th (LV) or 3rd (MV) bus to keep the test fast. Steps are small: |I| of lightly loaded lines is
-    curved enough that a 0.5 kW central difference is off by 3e-4."""
+    """All rows; the columns of every 6th (LV) or 3rd (MV) bus to keep the test fast.
+    Steps are small: |I| of lightly loaded lines is curved enough that a 0.5 kW
+    central difference is off by 3e-4 on CIGRE LV."""
     net, sens = solved[name]
     fd, cols = _finite_differences(net, sens, h_kw, buses=list(sens.bus_ids[::every]))
     _assert_matches(sens, fd, cols, rtol=1e-4)
@@ -230,7 +231,9 @@ def test_topology_switches_out_of_service_and_pv_bus():
     np.testing.assert_array_equal(s.di_dq[:, a], s.di_dq[:, b])
     assert s.vm0_pu[a] == s.vm0_pu[b]
     np.testing.assert_allclose(s.p0_kw[b], 200.0)  # split by the loads' declared power
-    np.testing.assert_allclose(s.p0_kw[a] + s.p0_kw[b], 1e3 * net.res_bus.p_mw.loc[[150, 7777]].sum())
+    np.testing.assert_allclose(
+        s.p0_kw[a] + s.p0_kw[b], 1e3 * net.res_bus.p_mw.loc[[150, 7777]].sum()
+    )
     # the PV bus holds its voltage; Q injected there goes into the generator
     g = s.column(130)
     assert np.all(s.dvm_dp[g] == 0) and np.all(s.dvm_dq[:, g] == 0) and np.all(s.di_dq[:, g] == 0)

@@ -168,6 +168,19 @@ def test_runpp_solver_equals_direct(nets, models):
     np.testing.assert_allclose(again.vm_pu, a.vm_pu, atol=VM_TOL, rtol=0)
 
 
+def test_unsupported_feature_falls_back_to_runpp():
+    net = load_network("cigre_mv")
+    bus = int(net.bus.index[5])
+    pp.create_svc(net, bus=bus, x_l_ohm=1.0, x_cvar_ohm=-10.0, set_vm_pu=1.0,
+                  thyristor_firing_angle_degree=90.0)
+    with pytest.raises(ValueError, match="svc"):
+        GridModel(net, LIMITS, solver="direct")
+    model = GridModel(net, LIMITS)  # "auto"
+    assert model.solver == "runpp" and "svc" in model.solver_note
+    state = model.step()
+    assert state.pf_converged and state.vm_pu[list(state.bus_ids).index(bus)] == pytest.approx(1.0)
+
+
 def test_state_arrays_are_read_only(models):
     state = models["cigre_lv"].step()
     with pytest.raises(ValueError):

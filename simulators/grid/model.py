@@ -536,7 +536,7 @@ class GridModel:
                     raise ValueError(f"direct solver does not reproduce runpp: {problem}")
                 self._case = None
                 self.solver_note = f"fell back to runpp: {problem}"
-        self.solver: Literal["direct", "runpp"] = "direct" if self._case else "runpp"
+        self.solver: Literal["direct", "runpp"] = "direct" if self._case is not None else "runpp"
 
     # ------------------------------------------------------------------ checks
     def _check_ratings(self) -> None:

@@ -2,8 +2,12 @@
 
 Sensitivities of bus voltage magnitudes, line currents and flows and substation
 transformer flows with respect to the nodal active and reactive injections at every
-non-slack bus, solved from the load-flow Jacobian at an operating point
-(Christakou et al. 2013 [1]_; used in seed 000, eqs. (7)-(9)).
+non-slack bus, solved from the load-flow Jacobian at an operating point (the
+Jacobian-based sensitivities reviewed by Christakou et al. [1]_, eq. (2) of the arXiv
+version). They linearise seed 000's load-flow functions ``f_n`` (voltages, eq. (2))
+and ``h_l`` (line currents, eq. (3)); the line and transformer P/Q flows let the
+ampacity and the transformer rating (seed 000, eq. (12i)) be written as cones.
+Method, assumptions and measured errors: ``docs/linear_model.md``.
 
 Pure model: no mosaik, no optimisation. All powers in kW/kvar, load convention
 (consumption positive), see ``docs/conventions.md``.
@@ -13,7 +17,7 @@ References
 .. [1] K. Christakou, J.-Y. Le Boudec, M. Paolone, D.-C. Tomozei, "Efficient
    computation of sensitivity coefficients of node voltages and line currents in
    unbalanced radial electrical distribution networks", IEEE Trans. Smart Grid
-   4(2), 741-750, 2013.
+   4(2), 741-750, 2013. arXiv:1203.6798.
 """
 
 from __future__ import annotations
@@ -77,14 +81,17 @@ class Sensitivities:
     vm0_pu : ndarray, shape (n,)
         Voltage magnitude at the operating point [pu].
     dvm_dp, dvm_dq : ndarray, shape (n, n)
-        d vm_i / d P_j [pu/kW] and d vm_i / d Q_j [pu/kvar] ([1]_, eqs. (5)-(6)).
+        d vm_i / d P_j [pu/kW] and d vm_i / d Q_j [pu/kvar] (seed 000, eq. (2)
+        linearised).
     line_ids : ndarray of int, shape (m,)
         pandapower line index (in-service lines).
     i0_ka, i_max_ka : ndarray, shape (m,)
         Current magnitude at the from end at the operating point, and ampacity
         ``max_i_ka * df * parallel`` [kA].
     di_dp, di_dq : ndarray, shape (m, n)
-        d |I_from| / d P_j [kA/kW], d |I_from| / d Q_j [kA/kvar] ([1]_, eq. (13)).
+        d |I_from| / d P_j [kA/kW], d |I_from| / d Q_j [kA/kvar] (seed 000,
+        eq. (3) linearised). Underestimates |I| when Q changes a lot; prefer the cone
+        on ``pl``/``ql`` (``docs/linear_model.md``).
     pl0_kw, ql0_kvar : ndarray, shape (m,)
         Active/reactive flow entering the line at its from end [kW], [kvar].
     dpl_dp, dpl_dq, dql_dp, dql_dq : ndarray, shape (m, n)
@@ -430,9 +437,7 @@ def _measured_operating_point(net, vm_pu, va_degree) -> _OperatingPoint:
         kb = np.flatnonzero(have)
         y_aa = ybus[aux][:, aux].tocsc()
         y_ab = ybus[aux][:, kb]
-        v[aux] = -spla.spsolve(y_aa, y_ab @ v[kb]) if aux.size > 1 else (
-            -(y_ab @ v[kb]) / y_aa.toarray()[0, 0]
-        )
+        v[aux] = -spla.splu(y_aa).solve(np.asarray(y_ab @ v[kb], dtype=complex))
     return _finish_operating_point(
         net, lookups, base_mva, bus, gen, branch, branch_is, ybus, yf, v
     )
@@ -498,19 +503,22 @@ def compute_sensitivities(net, vm_pu=None, va_degree=None) -> Sensitivities:
     """Sensitivity coefficients of the grid at an operating point.
 
     Voltage sensitivities solve the linearised load-flow equations (the Newton-Raphson
-    Jacobian at the operating point, [1]_ eqs. (5)-(6) in polar form): with the
+    Jacobian at the operating point in polar form, [1]_ eq. (2) of the arXiv
+    version; seed 000, eq. (2) linearised): with the
     unknowns ``x = [va(pv, pq), vm(pq)]``, ``J dx = dS_injection``, so for a unit
     demand change at bus j, ``dx = -J^-1 e_j``. J is factorised once (sparse LU) and
     solved for the P and Q columns of every non-slack bus at once. Branch current and
     flow sensitivities chain ``dV`` through the from-end branch admittance ``Yf``
-    ([1]_ eq. (13)): ``dI_f = Yf dV``, ``dS_f = dV_f conj(I_f) + V_f conj(dI_f)``,
+    (seed 000, eq. (3) linearised): ``dI_f = Yf dV``, ``dS_f = dV_f conj(I_f) + V_f conj(dI_f)``,
     ``d|I_f| = Re(conj(I_f) dI_f) / |I_f|``.
 
     Parameters
     ----------
     net : pandapowerNet
         The network. Without ``vm_pu``/``va_degree`` it must hold a converged AC
-        power flow (``pandapower.runpp``); its internal matrices are reused.
+        power flow (``pandapower.runpp``); its internal matrices are reused, so the
+        coefficients describe the network as of that power flow (tables or switches
+        changed since are not seen). The network is not modified.
     vm_pu, va_degree : array_like of shape (len(net.bus),) or mapping, optional
         Measured voltage magnitude [pu] and angle [degree] of every energised bus,
         as an array in ``net.bus.index`` order or a mapping ``bus index -> value``.
@@ -576,7 +584,7 @@ def _sensitivities(net, op: _OperatingPoint) -> Sensitivities:
     nodes, col_of = np.unique(node, return_inverse=True)
     nu = nodes.size
 
-    # --- Jacobian at the operating point (load-flow Jacobian, [1] eqs. (5)-(6))
+    # --- Jacobian at the operating point (load-flow Jacobian, [1] eq. (2) of arXiv)
     pvpq = np.r_[op.pv, op.pq]
     npvpq, npq = pvpq.size, op.pq.size
     ds_dvm, ds_dva = dSbus_dV(op.ybus, op.v)

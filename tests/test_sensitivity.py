@@ -269,6 +269,11 @@ def test_bad_input_raises_clear_errors(solved):
     vm, va = net.res_bus.vm_pu.to_dict(), net.res_bus.va_degree.to_dict()
     with pytest.raises(UnknownBusError, match="unknown bus.*4242"):
         compute_sensitivities(fresh, vm_pu={**vm, 4242: 1.0}, va_degree=va)
+    with pytest.raises(UnknownBusError, match="unknown bus.*'R7'"):
+        compute_sensitivities(fresh, vm_pu={**vm, "R7": 1.0}, va_degree=va)
+    # keys as strings (a JSON round trip through mosaik) are bus indices too
+    m = compute_sensitivities(fresh, vm_pu={str(k): x for k, x in vm.items()}, va_degree=va)
+    np.testing.assert_allclose(m.vm0_pu, net.res_bus.vm_pu.loc[m.bus_ids])
     with pytest.raises(SensitivityError, match=r"missing.*\[5\]"):
         compute_sensitivities(fresh, vm_pu={k: v for k, v in vm.items() if k != 5}, va_degree=va)
     with pytest.raises(SensitivityError, match="both vm_pu and va_degree"):

@@ -23,6 +23,7 @@ References
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -340,12 +341,23 @@ def _bus_values(net, values, name: str) -> np.ndarray:
     an array aligned with ``net.bus.index`` (NaN where not given)."""
     index = net.bus.index
     if isinstance(values, pd.Series) or isinstance(values, Mapping):
-        series = values if isinstance(values, pd.Series) else pd.Series(dict(values), dtype=float)
-        unknown = series.index.difference(index)
-        if len(unknown):
+        items = values.items()
+        keys, vals, bad = [], [], []
+        for k, x in items:
+            try:  # keys may arrive as strings ("12") after a JSON round trip
+                keys.append(int(k) if isinstance(k, str) else operator.index(k))
+            except (TypeError, ValueError):
+                bad.append(k)
+                continue
+            vals.append(np.nan if x is None else float(x))
+        series = pd.Series(vals, index=pd.Index(keys, dtype=np.int64), dtype=float)
+        unknown = bad + sorted(series.index.difference(index).tolist())
+        if unknown:
             raise UnknownBusError(
-                f"{name} given for unknown bus(es) {sorted(unknown.tolist())[:10]} (not in net.bus)"
+                f"{name} given for unknown bus(es) {unknown[:10]} (not in net.bus)"
             )
+        if series.index.has_duplicates:
+            raise SensitivityError(f"{name} gives a bus more than once")
         return series.reindex(index).to_numpy(dtype=float)
     arr = np.asarray(values, dtype=float)
     if arr.shape != (len(index),):

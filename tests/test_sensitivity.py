@@ -152,6 +152,9 @@ def test_predict_and_column(solved):
         s.column(9999)
     with pytest.raises(Exception):  # frozen
         s.vm0_pu = None
+    fields = {f: getattr(s, f) for f in Sensitivities.__dataclass_fields__}
+    with pytest.raises(ValueError, match=r"di_dq \(37, 39\) != \(37, 40\)"):
+        Sensitivities(**{**fields, "di_dq": s.di_dq[:, 1:]})
 
 
 @pytest.mark.parametrize("name, n_max", [("cigre_lv", 8), ("cigre_mv", 60)])

@@ -137,6 +137,25 @@ class Sensitivities:
     dqt_dp: np.ndarray
     dqt_dq: np.ndarray
 
+    def __post_init__(self) -> None:
+        n = np.shape(self.bus_ids)[0]
+        m = np.shape(self.line_ids)[0]
+        k = np.shape(self.trafo_ids)[0]
+        expected = {
+            "p0_kw": (n,), "q0_kvar": (n,), "vm0_pu": (n,), "dvm_dp": (n, n), "dvm_dq": (n, n),
+            "i0_ka": (m,), "i_max_ka": (m,), "pl0_kw": (m,), "ql0_kvar": (m,),
+            "vm_from0_pu": (m,), "pt0_kw": (k,), "qt0_kvar": (k,), "st_max_kva": (k,),
+        }
+        for name in ("di_dp", "di_dq", "dpl_dp", "dpl_dq", "dql_dp", "dql_dq"):
+            expected[name] = (m, n)
+        for name in ("dpt_dp", "dpt_dq", "dqt_dp", "dqt_dq"):
+            expected[name] = (k, n)
+        wrong = [f"{f} {np.shape(getattr(self, f))} != {shape}"
+                 for f, shape in expected.items() if np.shape(getattr(self, f)) != shape]
+        if wrong:
+            raise ValueError(f"Sensitivities with inconsistent shapes (n={n}, m={m}, k={k}): "
+                             + "; ".join(wrong))
+
     def column(self, bus_id: int) -> int:
         """Column index of pandapower bus ``bus_id`` in every matrix.
 

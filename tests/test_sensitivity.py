@@ -95,9 +95,9 @@ def _assert_matches(sens, fd, cols, rtol):
             assert err < rtol, f"{m}: relative error {err:.2e} against finite differences"
 
 
-@pytest.mark.parametrize("name, h_kw, every", [("cigre_lv", 0.05, 8), ("cigre_mv", 0.5, 3)])
+@pytest.mark.parametrize("name, h_kw, every", [("cigre_lv", 0.05, 8), ("cigre_mv", 0.5, 4)])
 def test_coefficients_match_finite_differences(solved, name, h_kw, every):
-    """All rows; the columns of every 8th (LV) or 3rd (MV) bus to keep the test fast.
+    """All rows; the columns of every 8th (LV) or 4th (MV) bus to keep the test fast.
     Steps are small: |I| of lightly loaded lines is curved enough that a 0.5 kW
     central difference is off by 3e-4 on CIGRE LV."""
     net, sens = solved[name]
@@ -251,7 +251,7 @@ def test_topology_switches_out_of_service_and_pv_bus():
     g = s.column(130)
     assert np.all(s.dvm_dp[g] == 0) and np.all(s.dvm_dq[:, g] == 0) and np.all(s.di_dq[:, g] == 0)
     assert s.trafo_ids.tolist() == [0, 1]  # the trafo3w is not reported
-    fd, cols = _finite_differences(net, s, 0.2, buses=[130, 150, 200, 6666])
+    fd, cols = _finite_differences(net, s, 0.2, buses=[130, 150, 6666])
     _assert_matches(s, fd, cols, rtol=1e-4)
     # measured voltages by bus index (the isolated and out-of-service buses left out)
     res = net.res_bus.dropna()

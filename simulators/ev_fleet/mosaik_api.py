@@ -17,6 +17,10 @@ Entities (see ``docs/conventions.md``):
   target at ``t``). All persistent.
 - ``EVBus-<bus index>`` (children): ``p_kw``, ``q_kvar``, sums over the EVs
   charging at that bus during ``[t, t + step)`` (persistent).
+- ``Fleet.records`` (persistent): every output of every child in one columnar
+  value, ``{"EV": {"entity": [...], "soc": [...], ...}, "EVBus": {...}}``. A
+  recorder reads the whole fleet through this one attribute: connecting
+  thousands of per-EV attributes costs mosaik ~30 us per value and step.
 
 Timing: the fleet steps itself every ``step_size`` seconds. When setpoints
 arrive at the same time (from a scheduler in a same-time loop), it is stepped
@@ -64,7 +68,7 @@ META: dict[str, Any] = {
         "Fleet": {
             "public": True,
             "params": ["specs", "e_star_kwh", "charging_buses"],
-            "attrs": ["setpoints", "fleet_state"],
+            "attrs": ["setpoints", "fleet_state", "records"],
             "trigger": ["setpoints"],
             "non-persistent": ["fleet_state"],
         },
@@ -249,11 +253,20 @@ class FleetSimulator(mosaik_api_v3.Simulator):
         data: dict[str, Any] = {}
         for eid, attrs in outputs.items():
             if eid == FLEET_EID:
+                row = {}
                 for attr in attrs:
-                    if attr != "fleet_state":
+                    if attr not in ("fleet_state", "records"):
                         raise ValueError(f"Fleet has no output {attr!r}")
                 if self._publish_state and "fleet_state" in attrs:
-                    data[eid] = {"fleet_state": model.fleet_state()}
+                    row["fleet_state"] = model.fleet_state()
+                if "records" in attrs:
+                    p, q = model.bus_power()
+                    row["records"] = {
+                        "EV": {"entity": list(self._ev_eids), **{a: ev_values(a) for a in EV_ATTRS}},
+                        "EVBus": {"entity": list(self._bus_eids), "p_kw": p.tolist(), "q_kvar": q.tolist()},
+                    }
+                if row:
+                    data[eid] = row
             elif eid in self._ev_eids:
                 i = self._ev_eids[eid]
                 row: dict[str, Any] = {}

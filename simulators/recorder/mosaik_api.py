@@ -4,6 +4,9 @@ Every input arriving at the ``Recorder`` entity is written at the step it arrive
 grouped into one table per entity type. The table is the part of the source entity
 id before its first ``-`` (``EV-17`` -> ``EV``, ``Bus-R11`` -> ``Bus``), which is how
 all our simulators name their entities.
+
+An input named ``records`` carries whole tables at once (``{table: {"entity": [...],
+attr: [...]}}``, e.g. the fleet's ``Fleet.records``); they are written as they are.
 """
 
 from __future__ import annotations
@@ -57,12 +60,17 @@ class RecorderSimulator(mosaik_api_v3.Simulator):
 
     def step(self, time, inputs, max_advance):
         by_table: dict[str, dict[str, dict[str, object]]] = {}
+        time_s = int(round(time * self.time_resolution))
         for attrs in inputs.values():
             for attr, sources in attrs.items():
+                if attr == "records":
+                    for value in sources.values():
+                        for table, columns in value.items():
+                            self.writer.append_columns(time_s, table, columns)
+                    continue
                 for src, value in sources.items():
                     table, eid = table_of(src)
                     by_table.setdefault(table, {}).setdefault(eid, {})[attr] = value
-        time_s = int(round(time * self.time_resolution))
         for table, rows in by_table.items():
             self.writer.append(time_s, table, rows)
         return None
@@ -71,9 +79,10 @@ class RecorderSimulator(mosaik_api_v3.Simulator):
         return {}
 
     def finalize(self):
-        # The completion marker is written by the runner once the whole run (and its
-        # summary) is done; here we only make sure nothing is pending.
-        return None
+        # Close the streams; the runner converts them to Parquet and writes the
+        # completion marker once the whole run (and its summary) is done.
+        if self.writer is not None:
+            self.writer.close()
 
 
 def main() -> None:

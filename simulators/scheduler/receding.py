@@ -39,6 +39,16 @@ class RecedingHorizon:
         Full-horizon problem (its ``plugged`` and ``soc0`` are the defaults for
         :meth:`solve_from`).
     options : StrategyOptions
+    reuse : bool
+        Event-triggered re-planning: when nothing is new since the last solve
+        (same known plug windows for the remaining steps, SOC within ``soc_tol``
+        of the planned SOC, no new forecast), return the tail of the last optimal
+        plan instead of solving. This is exact, not a heuristic: the objective
+        (eqs. (8), (11)) and every constraint are sums/rows per step, so the tail
+        of an optimal plan is optimal for the tail problem from the planned state
+        (principle of optimality).
+    soc_tol : float
+        SOC deviation [-] that counts as new information.
 
     Raises
     ------
@@ -46,12 +56,18 @@ class RecedingHorizon:
         If ``problem`` or ``options`` is invalid.
     """
 
-    def __init__(self, problem: ChargingProblem, options: StrategyOptions):
+    def __init__(self, problem: ChargingProblem, options: StrategyOptions, reuse: bool = True,
+                 soc_tol: float = 1e-6):
         problem.validate()
         options.validate()
         self.problem = problem
         self.options = options
+        self.reuse = bool(reuse)
+        self.soc_tol = float(soc_tol)
         self._consts = md.grid_constants(problem)
+        self._last = None  # (k, plugged (T-k, V), Schedule) of the last optimal solve
+        self.n_solves = 0
+        self.n_reused = 0
 
     def solve_from(self, k: int, soc_now=None, plugged=None, net_p_kw=None,
                    net_q_kvar=None) -> Schedule:
@@ -93,8 +109,20 @@ class RecedingHorizon:
         plug = np.asarray(pr.plugged[k:] if plugged is None else plugged, dtype=bool)
         if plug.shape != (n_steps - k, n_ev):
             raise ValueError(f"plugged must have shape ({n_steps - k}, {n_ev}), got {plug.shape}")
+        new_forecast = net_p_kw is not None or net_q_kvar is not None
+        if self.reuse and not new_forecast and self._last is not None:
+            k0, plug0, plan = self._last
+            if k >= k0 and np.array_equal(plug0[k - k0:], plug) and np.allclose(
+                    plan.soc[k - k0], soc, rtol=0.0, atol=self.soc_tol):
+                self.n_reused += 1
+                p_tail, soc_tail = plan.p_kw[k - k0:], plan.soc[k - k0:]
+                dev = soc_tail[1:] - np.asarray(pr.soc_target, dtype=float)
+                obj = float(np.sum(dev * dev) + self.options.k_weight * np.sum(np.abs(p_tail)))
+                return replace(plan, p_kw=p_tail, q_kvar=plan.q_kvar[k - k0:], soc=soc_tail,
+                               objective=obj, solve_s=0.0, build_s=time.perf_counter() - t0,
+                               message=f"tail of the plan of step {k0} (no new information)")
         active = np.flatnonzero(plug.any(axis=0))
-        if net_p_kw is None and net_q_kvar is None:
+        if not new_forecast:
             netp, netq = pr.net_p_kw[k:], pr.net_q_kvar[k:]
             consts = {key: val[k:] for key, val in self._consts.items()}
         else:
@@ -126,13 +154,16 @@ class RecedingHorizon:
             return Schedule(p_kw=zeros, q_kvar=zeros.copy(), soc=np.tile(soc, (n_steps - k + 1, 1)),
                             status="optimal", objective=0.0, build_s=prep_s, message="no plugged EV")
         res = solve(sub, self.options, validate=False, consts=consts)
+        self.n_solves += 1
         p = np.zeros((n_steps - k, n_ev))
         q = np.zeros((n_steps - k, n_ev))
         p[:, active] = res.p_kw
         q[:, active] = res.q_kvar
         soc_all = np.tile(soc, (n_steps - k + 1, 1))
         soc_all[:, active] = res.soc
-        return replace(res, p_kw=p, q_kvar=q, soc=soc_all, build_s=res.build_s + prep_s)
+        out = replace(res, p_kw=p, q_kvar=q, soc=soc_all, build_s=res.build_s + prep_s)
+        self._last = None if (res.fallback or new_forecast) else (k, plug.copy(), out)
+        return out
 
 
 @dataclass(frozen=True)
@@ -151,6 +182,8 @@ class RecedingRun:
         Steps that ended in the fallback.
     soft_violation_max : float
         Largest slack over all steps.
+    n_solves : int
+        Steps that ran the solver (the others reused the last plan).
     """
 
     p_kw: np.ndarray
@@ -159,21 +192,23 @@ class RecedingRun:
     step_s: np.ndarray
     n_fallback: int
     soft_violation_max: float
+    n_solves: int
 
 
 def run_receding(problem: ChargingProblem, options: StrategyOptions,
-                 arrival_known: bool = True) -> RecedingRun:
+                 arrival_known: bool = True, reuse: bool = True) -> RecedingRun:
     """Closed-loop receding-horizon run with perfect forecasts (benchmark helper).
 
     Every step ``k`` re-plans from the realised SOC and applies step ``k``. With
     ``arrival_known=False`` an EV's plug window is revealed only when it is plugged
-    in (future arrivals are unknown to the planner).
+    in (future arrivals are unknown to the planner). ``reuse`` as in
+    :class:`RecedingHorizon` (False: solve at every step).
 
     Returns
     -------
     RecedingRun
     """
-    rh = RecedingHorizon(problem, options)
+    rh = RecedingHorizon(problem, options, reuse=reuse)
     n_steps, n_ev = problem.n_steps, problem.n_evs
     plugged = np.asarray(problem.plugged, dtype=bool)
     seen = np.zeros(n_ev, dtype=bool)
@@ -195,4 +230,5 @@ def run_receding(problem: ChargingProblem, options: StrategyOptions,
         soft = max(soft, res.soft_violation_max)
         p[k], q[k] = res.p_kw[0], res.q_kvar[0]
         soc[k + 1] = soc[k] + a * np.maximum(p[k], 0) - b * np.maximum(-p[k], 0)
-    return RecedingRun(p_kw=p, q_kvar=q, soc=soc, step_s=step_s, n_fallback=n_fb, soft_violation_max=soft)
+    return RecedingRun(p_kw=p, q_kvar=q, soc=soc, step_s=step_s, n_fallback=n_fb, soft_violation_max=soft,
+                      n_solves=rh.n_solves)

@@ -149,7 +149,9 @@ def test_one_ev_closed_form(mv_sens):
     p_unc, soc_unc = uncoordinated(p)
     np.testing.assert_allclose(p_unc[:, 0], expect, atol=1e-12)
     assert soc_unc[-1, 0] == pytest.approx(0.9, abs=1e-12)
-    for name in ("smart", "v2g"):
+    # (V2G with k = 0 is the degenerate relaxation of eq. (9): P+ and P- together
+    # burn energy for free; eq. (11) needs k > 0 there)
+    for name in ("smart", "smart_q"):
         s = solve(p, StrategyOptions(name=name, k_weight=0.0))
         # the objective is flat (quadratic) at the target: the SOC is pinned to the
         # solver tolerance, the split of the last kWh over two steps only to its root

@@ -127,6 +127,19 @@ def build(problem: ChargingProblem, options: StrategyOptions) -> pyo.ConcreteMod
     m.slack = pyo.Var(pyo.Any, dense=False, within=pyo.NonNegativeReals)
     penalty = []
     m.grid = pyo.ConstraintList()
+    m.trivially_infeasible = False
+
+    class _Rows:
+        """Add grid rows; rows without any EV term are checked here instead."""
+
+        @staticmethod
+        def add(relation):
+            if isinstance(relation, (bool, np.bool_)):
+                m.trivially_infeasible |= not bool(relation)
+                return
+            m.grid.add(relation)
+
+    rows = _Rows()
 
     # voltage band (12g)
     dvm_dp, dvm_dq = np.asarray(sens.dvm_dp), np.asarray(sens.dvm_dq)
@@ -141,8 +154,8 @@ def build(problem: ChargingProblem, options: StrategyOptions) -> pyo.ConcreteMod
             if soft(c0 > lim.vm_max_pu):
                 hi_s = m.slack["vm_max", int(sens.bus_ids[i]), t]
                 penalty.append(hi_s)
-            m.grid.add(vm + lo_s >= lim.vm_min_pu)
-            m.grid.add(vm - hi_s <= lim.vm_max_pu)
+            rows.add(vm + lo_s >= lim.vm_min_pu)
+            rows.add(vm - hi_s <= lim.vm_max_pu)
 
     # lines (12h): polygon on the from-end apparent power, |I| rows where no S limit
     s_line, use_cone = md.line_s_max_kva(problem)
@@ -158,7 +171,7 @@ def build(problem: ChargingProblem, options: StrategyOptions) -> pyo.ConcreteMod
                     sl = m.slack["line", lid, t]
                     penalty.append(sl)
                 for f in range(pc.size):
-                    m.grid.add(pc[f] * fp + ps[f] * fq <= s_line[li] * (1 + sl) * pf)
+                    rows.add(pc[f] * fp + ps[f] * fq <= s_line[li] * (1 + sl) * pf)
             else:
                 imax = float(sens.i_max_ka[li]) * lim.line_loading_max
                 i_lin = lin(consts["i"], np.asarray(sens.di_dp), np.asarray(sens.di_dq), t, li)
@@ -166,7 +179,7 @@ def build(problem: ChargingProblem, options: StrategyOptions) -> pyo.ConcreteMod
                 if soft(consts["i"][t, li] > imax):
                     sl = m.slack["line", lid, t]
                     penalty.append(sl)
-                m.grid.add(i_lin <= imax * (1 + sl))
+                rows.add(i_lin <= imax * (1 + sl))
 
     # substation transformers (12i)
     s_tr = md.trafo_s_max_kva(problem)
@@ -181,7 +194,7 @@ def build(problem: ChargingProblem, options: StrategyOptions) -> pyo.ConcreteMod
                 sl = m.slack["trafo", kid, t]
                 penalty.append(sl)
             for f in range(pc.size):
-                m.grid.add(pc[f] * fp + ps[f] * fq <= s_tr[k] * (1 + sl) * pf)
+                rows.add(pc[f] * fp + ps[f] * fq <= s_tr[k] * (1 + sl) * pf)
 
     # objective (11) on the SOC after every step (8), + tiny Q regulariser + penalty
     const = float(np.sum(n_const * (soc0 - target) ** 2))
@@ -202,6 +215,9 @@ def solve_model(model: pyo.ConcreteModel, options: StrategyOptions) -> RawSoluti
     from pyomo.contrib.solver.common.results import TerminationCondition
     from pyomo.contrib.solver.solvers.highs import Highs
 
+    if model.trivially_infeasible:
+        return RawSolution(False, "infeasible", None, float("nan"), 0.0,
+                           "a grid row without any EV term is violated by the base load")
     opt = Highs()
     t0 = time.perf_counter()
     res = opt.solve(

@@ -164,7 +164,7 @@ class SchedulerConfig:
     time_limit_s: float = field(default=60.0, metadata=_spec(lo=0, hi=86400, gt=True))
     soft_penalty: float = field(default=1e4, metadata=_spec(lo=0, hi=1e12, gt=True))
     relinearise: bool = False
-    force_q_zero_replay: bool = False
+    ac_iterations: int = field(default=0, metadata=_spec(lo=0, hi=20))
 
 
 @dataclass(frozen=True)

@@ -313,8 +313,9 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                 sched_sim = world.start("Scheduler", step_size=step_s, n_steps=n_steps)
                 sched = sched_sim.Scheduler(
                     network=grid_cfg.network, base_dir=str(case.base_dir), strategy=sc.strategy,
+                    ext_grid_vm_pu=grid_cfg.ext_grid_vm_pu,
                     mode=sc.mode, limits=limits, options=options, relinearise=sc.relinearise,
-                    e_star_kwh=estar,
+                    ac_iterations=sc.ac_iterations, e_star_kwh=estar,
                     forecast_p_kw={str(b): list(map(float, v)) for b, v in fp.items()},
                     forecast_q_kvar={str(b): list(map(float, v)) for b, v in fq.items()},
                     ev_specs=[s.to_dict() for s in specs] if sc.mode == "day_ahead" else None,

@@ -63,6 +63,12 @@ class ControllerConfig:
         each solve (receding mode).
     e_star_kwh : float
         Drive energy of an autonomous EV per leg [kWh] (seed 001, eq. (12g)).
+    ac_iterations : int
+        AC corrections of each plan (not in the papers): the plan is checked with
+        a full AC power flow per step, the difference between AC and linearised
+        voltages is added to the linear model as a per-step, per-bus offset, and
+        the problem is solved again; repeated ``ac_iterations`` times. 0 keeps the
+        papers' pure linear model.
     """
 
     strategy: str
@@ -73,12 +79,15 @@ class ControllerConfig:
     options: StrategyOptions = field(default_factory=StrategyOptions)
     relinearise: bool = False
     e_star_kwh: float = 0.0
+    ac_iterations: int = 0
 
     def validate(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.step_s <= 0 or self.n_steps <= 0:
             raise ValueError(f"step_s and n_steps must be > 0, got {self.step_s}, {self.n_steps}")
+        if not 0 <= self.ac_iterations <= 20:
+            raise ValueError(f"ac_iterations must be in [0, 20], got {self.ac_iterations}")
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,7 @@ class Controller:
         config.validate()
         self.config = config
         self.net = copy.deepcopy(net)
+        self._ac_model = None
         self.ev_specs = list(ev_specs or [])
         self.sens = self._linearise_at_forecast(forecast_p_kw, forecast_q_kvar)
         cols = {int(b): i for i, b in enumerate(self.sens.bus_ids)}
@@ -159,6 +169,11 @@ class Controller:
             if len(net[table]):
                 net[table]["p_mw"] = 0.0
                 net[table]["q_mvar"] = 0.0
+        if self.config.ac_iterations:
+            from simulators.grid.model import GridLimits, GridModel
+
+            lim = self.config.limits
+            self._ac_model = GridModel(copy.deepcopy(net), GridLimits(lim.vm_min_pu, lim.vm_max_pu))
         buses = sorted(set(map(int, fp)) | set(map(int, fq)))
         for bus in buses:
             p = float(np.asarray(fp.get(bus, np.zeros(k + 1)))[k]) if bus in fp else 0.0
@@ -269,7 +284,16 @@ class Controller:
         if cfg.strategy == "autonomous":
             schedule = self._solve_autonomous(problem)
         else:
-            schedule = solve(problem, replace(cfg.options, name=cfg.strategy))
+            options = replace(cfg.options, name=cfg.strategy)
+            schedule = solve(problem, options)
+            for _ in range(cfg.ac_iterations if self._ac_model is not None else 0):
+                if schedule.fallback:
+                    break
+                offset = self.ac_voltage_offset(problem, schedule)
+                corrected = solve(replace(problem, vm_offset_pu=offset), options)
+                if corrected.fallback:
+                    break
+                schedule = corrected
         wall = time.perf_counter() - t0
         self.n_solves += 1
         self.n_fallbacks += int(schedule.fallback)
@@ -277,6 +301,31 @@ class Controller:
         self._last_info = PlanInfo(schedule.status, wall, bool(schedule.fallback),
                                    float(schedule.soft_violation_max), float(schedule.objective),
                                    schedule.message)
+
+    def ac_voltage_offset(self, problem: ChargingProblem, schedule: Schedule) -> np.ndarray:
+        """AC minus linearised voltage of a plan, per step and bus, shape (T, n) [pu].
+
+        Every step of the plan (forecast net demand plus the planned EV power at
+        each EV's bus) goes through a full AC power flow; steps that do not
+        converge get a zero offset.
+        """
+        sens = self.sens
+        n = len(sens.bus_ids)
+        onehot = np.zeros((problem.n_evs, n))
+        onehot[np.arange(problem.n_evs), problem.ev_col] = 1.0
+        p = np.asarray(problem.net_p_kw) + schedule.p_kw @ onehot
+        q = np.asarray(problem.net_q_kvar) + schedule.q_kvar @ onehot
+        linear = sens.predict(p, q).vm_pu
+        offset = np.zeros_like(linear)
+        buses = [int(b) for b in sens.bus_ids]
+        for t in range(p.shape[0]):
+            state = self._ac_model.step(dict(zip(buses, p[t])), dict(zip(buses, q[t])))
+            if not state.pf_converged:
+                continue
+            pos = {int(b): i for i, b in enumerate(state.bus_ids)}
+            vm = np.array([state.vm_pu[pos[b]] for b in buses])
+            offset[t] = vm - linear[t]
+        return offset
 
     def _solve_autonomous(self, problem: ChargingProblem) -> Schedule:
         from simulators.scheduler.autonomous import solve_autonomous

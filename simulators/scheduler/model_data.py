@@ -125,8 +125,11 @@ def grid_constants(problem: ChargingProblem) -> dict:
     def lin(x0, a, b):
         return np.asarray(x0, dtype=float) + dp @ np.asarray(a).T + dq @ np.asarray(b).T
 
+    vm = lin(s.vm0_pu, s.dvm_dp, s.dvm_dq)
+    if problem.vm_offset_pu is not None:
+        vm = vm + np.asarray(problem.vm_offset_pu, dtype=float)
     return {
-        "vm": lin(s.vm0_pu, s.dvm_dp, s.dvm_dq),
+        "vm": vm,
         "i": lin(s.i0_ka, s.di_dp, s.di_dq),
         "pl": lin(s.pl0_kw, s.dpl_dp, s.dpl_dq),
         "ql": lin(s.ql0_kvar, s.dql_dp, s.dql_dq),

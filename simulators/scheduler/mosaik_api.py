@@ -24,8 +24,8 @@ META = {
     "models": {
         "Scheduler": {
             "public": True,
-            "params": ["network", "base_dir", "strategy", "mode", "limits", "options",
-                       "relinearise", "e_star_kwh", "forecast_p_kw", "forecast_q_kvar", "ev_specs"],
+            "params": ["network", "base_dir", "ext_grid_vm_pu", "strategy", "mode", "limits", "options",
+                       "relinearise", "ac_iterations", "e_star_kwh", "forecast_p_kw", "forecast_q_kvar", "ev_specs"],
             "attrs": ["fleet_state", "bus_vm_pu", "bus_va_degree",
                       "setpoints", "solve_s", "status", "fallback", "soft_violation_max",
                       "objective", "n_planned"],
@@ -58,14 +58,17 @@ class SchedulerSimulator(mosaik_api_v3.Simulator):
         return self.meta
 
     def create(self, num, model, network, strategy, mode, limits, options=None, relinearise=False,
-               e_star_kwh=0.0, forecast_p_kw=None, forecast_q_kvar=None, ev_specs=None, base_dir=None):
+               ac_iterations=0, e_star_kwh=0.0, forecast_p_kw=None, forecast_q_kvar=None, ev_specs=None, base_dir=None,
+               ext_grid_vm_pu=None):
         if num != 1 or self.controller is not None:
             raise ValueError("exactly one Scheduler entity per simulator")
         net = load_network(network, None if base_dir is None else Path(base_dir))
+        if ext_grid_vm_pu is not None:  # the operator knows the slack voltage setpoint
+            net.ext_grid["vm_pu"] = float(ext_grid_vm_pu)
         config = ControllerConfig(
             strategy=strategy, mode=mode, step_s=self.step_s, n_steps=self.n_steps,
             limits=GridBounds(**limits), options=StrategyOptions(**(options or {})),
-            relinearise=bool(relinearise), e_star_kwh=float(e_star_kwh),
+            relinearise=bool(relinearise), ac_iterations=int(ac_iterations), e_star_kwh=float(e_star_kwh),
         )
         fp = {int(b): v for b, v in (forecast_p_kw or {}).items()}
         fq = {int(b): v for b, v in (forecast_q_kvar or {}).items()}

@@ -119,6 +119,10 @@ class ChargingProblem:
         Linearised grid model (``simulators.grid.sensitivity``), eqs. (12f)-(12i).
     limits : GridBounds
         Voltage band and loading limits.
+    vm_offset_pu : ndarray, shape (T, n), optional
+        Correction added to the linearised voltages of every step and bus [pu]:
+        AC minus linear voltage of a previous plan (see
+        ``Controller.ac_voltage_offset``); None for the papers' pure linear model.
     line_vn_kv : ndarray, shape (m,), optional
         Nominal voltage of each line's from bus [kV], used to turn the ampacity
         into an apparent-power limit. If None it is recovered from the operating
@@ -144,6 +148,7 @@ class ChargingProblem:
     sens: Any
     limits: GridBounds
     line_vn_kv: np.ndarray | None = None
+    vm_offset_pu: np.ndarray | None = None
 
     @property
     def n_steps(self) -> int:
@@ -205,6 +210,10 @@ class ChargingProblem:
         m = int(np.shape(self.sens.line_ids)[0])
         if self.line_vn_kv is not None:
             _vec("line_vn_kv", self.line_vn_kv, m, 0.0, 1e4, lo_open=True)
+        if self.vm_offset_pu is not None:
+            off = np.asarray(self.vm_offset_pu, dtype=float)
+            if off.shape != (t, n_bus) or not np.all(np.isfinite(off)) or np.abs(off).max(initial=0) > 0.5:
+                raise ValueError(f"vm_offset_pu must be finite, |.| <= 0.5 pu, shape (T, n) = ({t}, {n_bus})")
 
 
 @dataclass(frozen=True)

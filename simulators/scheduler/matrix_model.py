@@ -37,6 +37,9 @@ from . import model_data as md
 from .problem import ChargingProblem, StrategyOptions
 
 _INF = 1e30
+#: Voltage rows as equality rows defining a row variable with bounds (True) or as
+#: condensed inequality rows (False); see docs/strategies.md for the measurements.
+VOLTAGE_ROW_VARIABLES = True
 _TOL_SCREEN = 1e-9
 
 
@@ -254,6 +257,7 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
 
     # --- voltage band (12g), one-sided rows
     vm_c = consts["vm"]
+    y_ub = []
     lo_v, hi_v = box_range(sens.dvm_dp, sens.dvm_dq)
     for side in ("vm_min", "vm_max"):
         if side == "vm_min":
@@ -280,13 +284,28 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
         cols_l = [cp[cp >= 0], cq[cq >= 0]]
         vals_l = [(sign * vp / scale[:, None])[cp >= 0], (sign * vq / scale[:, None])[cq >= 0]]
         sflag = soft[rt, ri]
+        # explicit row variable y = (EV part of the row): an equality row plus a bound
+        # keeps the dense bus-to-bus coupling out of the condensed inequality block
+        if not VOLTAGE_ROW_VARIABLES:
+            if sflag.any():
+                sidx = add_soft(side, np.asarray(sens.bus_ids)[ri[sflag]], rt[sflag], scale[sflag])
+                rows_l.append(np.flatnonzero(sflag))
+                cols_l.append(sidx)
+                vals_l.append(-np.ones(sflag.sum()))
+            ineq.add(np.concatenate(rows_l), np.concatenate(cols_l), np.concatenate(vals_l), rhs_r)
+            continue
+        i_y = new(rt.size)
+        rows_l.append(np.arange(rt.size))
+        cols_l.append(i_y)
+        vals_l.append(-np.ones(rt.size))
+        eq.add(np.concatenate(rows_l), np.concatenate(cols_l), np.concatenate(vals_l), np.zeros(rt.size))
+        y_ub.append((i_y[~sflag], rhs_r[~sflag]))
         if sflag.any():
             ids = np.asarray(sens.bus_ids)[ri[sflag]]
             sidx = add_soft(side, ids, rt[sflag], scale[sflag])
-            rows_l.append(np.flatnonzero(sflag))
-            cols_l.append(sidx)
-            vals_l.append(-np.ones(sflag.sum()))
-        ineq.add(np.concatenate(rows_l), np.concatenate(cols_l), np.concatenate(vals_l), rhs_r)
+            m = int(sflag.sum())
+            ineq.add(np.concatenate([np.arange(m), np.arange(m)]), np.concatenate([i_y[sflag], sidx]),
+                     np.concatenate([np.ones(m), -np.ones(m)]), rhs_r[sflag])
 
     # --- lines (12h): cone/polygon on the from-end flows; |I| rows where no S limit
     s_line, use_cone = md.line_s_max_kva(problem)
@@ -382,6 +401,8 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
     ub[i_q[is_q]] = s_ev[is_q]
     lb[i_soc] = lo_soc[v]
     ub[i_soc] = hi_soc[v]
+    for idx, bound in y_ub:
+        ub[idx] = bound
 
     # --- objective (11): sum w (soc - soc*)^2 + k (P+ + P-) + q_weight Q^2 + penalty slack
     w, n_const = md.soc_weights(problem.plugged, t, v)

@@ -92,8 +92,10 @@ def test_forced_home_equals_smart_charging():
 
     pr = toy_problem(home=[1, 1, 0, 1], soc0=[0.3, 0.5, 0.45, 0.6], vmin=0.99)
     none = np.zeros(pr.n_evs, bool)
-    mine = solve_autonomous(pr, [0, 1], E_STAR, AutonomousOptions(objective="quadratic",
+    # this module's own pyomo model (HiGHS QP), not the smart strategy it can call
+    mine = solve_autonomous(pr, [0, 1], E_STAR, AutonomousOptions(objective="quadratic", qp_solver="highs",
                                                                   mip_rel_gap=1e-9), allow_move=none)
+    assert mine.solver == "highs"
     smart = strategies.solve(pr, StrategyOptions(name="smart", k_weight=0.0))
     assert smart.status == "optimal" and not smart.fallback
     j_smart = float(np.sum((smart.soc[1:] - 1.0) ** 2))
@@ -113,7 +115,7 @@ def _unconstrained_soc(pr):
 def test_forced_home_pwl_is_exact_at_breakpoints_and_close():
     pr = toy_problem(home=[1, 1, 1], soc0=[0.3, 0.5, 0.6])
     none = np.zeros(3, bool)
-    q = solve_autonomous(pr, [0, 1], E_STAR, AutonomousOptions(objective="quadratic",
+    q = solve_autonomous(pr, [0, 1], E_STAR, AutonomousOptions(objective="quadratic", qp_solver="highs",
                                                                mip_rel_gap=1e-9), allow_move=none)
     lin = solve_autonomous(pr, [0, 1], E_STAR, AutonomousOptions(objective="pwl", polish=False),
                            allow_move=none)
@@ -125,11 +127,13 @@ def test_forced_home_pwl_is_exact_at_breakpoints_and_close():
 
 
 # ------------------------------------------------------------ exhaustive enumeration
-@pytest.mark.parametrize("objective", ["pwl", "quadratic"])
-def test_tiny_case_matches_enumeration(objective):
+@pytest.mark.parametrize("objective,mccormick", [("pwl", "compact"), ("pwl", "paper"),
+                                                 ("quadratic", "compact")])
+def test_tiny_case_matches_enumeration(objective, mccormick):
     # two nodes, three EVs parked at the far node, voltage binds
     pr = toy_problem(home=[1, 1, 1], soc0=[0.35, 0.5, 0.6], vmin=0.993)
-    opts = AutonomousOptions(objective=objective, mip_rel_gap=1e-9, polish=False)
+    opts = AutonomousOptions(objective=objective, mip_rel_gap=1e-9, polish=False, mccormick=mccormick,
+                             cut_sum_z=mccormick == "compact")
     res = solve_autonomous(pr, [0, 1], E_STAR, opts)
     best, n = enumerate_assignments(pr, [0, 1], E_STAR, opts)
     assert n == 2**3

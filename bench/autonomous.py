@@ -226,8 +226,11 @@ def main(argv=None) -> int:
     low = run("lower bound (tangent MILP x4, HiGHS)", *args_c, None,
               dataclasses.replace(pwl, objective="pwl_lower", pwl_refine=4))
     ub = res_p.model_objective
-    print(f"# certified gap of the polished schedule: ({ub:.4f} - {low.best_bound:.4f}) / {ub:.4f} = "
-          f"{(ub - low.best_bound) / ub:.2e} (objective incl. soft-limit penalty)", flush=True)
+    soc_part = res_p.true_objective_model_targets
+    print(f"# certified gap of the polished schedule: {ub:.4f} - {low.best_bound:.4f} = "
+          f"{ub - low.best_bound:.4f} (model objective incl. the soft-limit penalty of the base-load "
+          f"violation, {ub - soc_part:.3f}); relative to the SOC term {soc_part:.4f}: "
+          f"{(ub - low.best_bound) / soc_part:.2e}", flush=True)
     variants = {}
     for refine in (2, 4):
         variants[f"autonomous (PWL x{refine}, no polish)"] = run(

@@ -205,6 +205,11 @@ def test_infeasible_base_load_is_soft():
     res = solve_autonomous(pr, [0, 1], E_STAR)
     assert res.schedule.soft_violation_max > 0
     assert res.schedule.soft_violation_where[0][0] == "vm_min"
+    # only violation added by EVs is penalised: no 1e6 x base-violation constant,
+    # and charging cannot add any here (every EV lowers the far-bus voltage)
+    assert res.model_objective == pytest.approx(
+        res.true_objective_model_targets + 1e-3 * int(res.moved.sum()), abs=1e-5)
+    assert np.all(res.schedule.p_kw <= 1e-6)
 
 
 def test_invalid_options_raise():

@@ -210,9 +210,10 @@ class AutonomousSchedule:
     model_objective : float
         Model objective of the returned schedule: SOC term against
         ``soc_target_model`` (PWL epigraph if unpolished ``"pwl"``/``"pwl_lower"``,
-        exact square otherwise) + soft-limit penalty + move penalty [-]. For the
-        PIQP fixed-node path the penalty is summed from the reported slacks
-        (largest 50).
+        exact square otherwise) + soft-limit penalty on the violation *added* by
+        EVs beyond the base load's (rows charging cannot relieve keep their
+        base-load violation as a floor; that constant is not counted) + move
+        penalty [-].
     true_objective_model_targets : float
         Exact quadratic objective (12a) of the returned trajectory against
         ``soc_target_model``, without penalties [-].
@@ -573,7 +574,13 @@ def solve_autonomous(
 
     # grid rows (8i)-(8k), soft where requested
     soft_idx = [(r, t) for (r, t) in row_idx if soft[r, t]]
-    m.slack = pyo.Var(soft_idx, bounds=(0.0, None))
+    # a row whose EV coefficients are all >= 0 cannot be relieved by charging (P >= 0):
+    # its slack is at least the base-load violation. That floor is a bound, and the
+    # penalty counts only the violation *added* by EVs, so the objective carries no
+    # large constant and the relative MIP gap stays meaningful.
+    floor = {(r, t): (max(0.0, -float(rows.h[t, r])) if np.all(rows.g[r] >= 0.0) else 0.0)
+             for (r, t) in soft_idx}
+    m.slack = pyo.Var(soft_idx, bounds=lambda _, r, t: (floor[r, t], None))
     soft_set = set(soft_idx)
 
     def grid_rule(_, r, t):
@@ -585,7 +592,7 @@ def solve_autonomous(
         return expr <= float(rows.h[t, r])
 
     m.grid = pyo.Constraint(row_idx, rule=grid_rule)
-    penalty = opts.soft_penalty * sum(m.slack[i] for i in soft_idx) if soft_idx else 0.0
+    penalty = (opts.soft_penalty * sum(m.slack[i] - floor[i] for i in soft_idx)) if soft_idx else 0.0
     if opts.move_penalty > 0 and mov:
         penalty = penalty + opts.move_penalty * sum(
             m.b[k, v] for (k, v) in NV if int(cand[k]) != int(home[v]))
@@ -745,8 +752,8 @@ def _smart_qp(problem, movable, soc0_m, tgt_m, e_star_kwh, opts, t0_build):
     col = np.asarray(problem.ev_col, int)
     soc = np.asarray(sch.soc, float)
     tgt0 = np.asarray(problem.soc_target, float)
-    model_obj = float(np.sum((soc[1:] - tgt_m) ** 2)) + opts.soft_penalty * sum(
-        w[3] for w in sch.soft_violation_where)
+    model_obj = float(np.sum((soc[1:] - tgt_m) ** 2)) + opts.soft_penalty * _added_violation(
+        problem, col, np.asarray(sch.p_kw, float), opts)
     sched = dataclasses.replace(sch, objective=float(np.sum((soc[1:] - tgt0) ** 2)),
                                 build_s=time.perf_counter() - t0_build - sch.solve_s,
                                 message="fixed nodes: smart-charging QP (PIQP); " + sch.message)
@@ -756,6 +763,26 @@ def _smart_qp(problem, movable, soc0_m, tgt_m, e_star_kwh, opts, t0_build):
         soc_final=soc[-1].copy(), soc_target_model=np.asarray(tgt_m, float), e_star_kwh=float(e_star_kwh),
         model_objective=model_obj, true_objective_model_targets=float(np.sum((soc[1:] - tgt_m) ** 2)),
         best_bound=float("nan"), mip_gap=0.0, solver="piqp (smart-charging QP)")
+
+
+def _added_violation(problem, col, p_kw, opts) -> float:
+    """Grid-row violation a plan adds beyond the base load's, as penalised in the MILP.
+
+    Sum over the soft rows and steps of the slack above its floor (the base-load
+    violation of rows that charging cannot relieve) [pu and fractions of rating].
+    """
+    cand = np.unique(np.asarray(col, int))
+    rows = _grid_rows(problem, cand, opts.n_sides)
+    pev = np.zeros((p_kw.shape[0], cand.size))
+    for k, c in enumerate(cand):
+        pev[:, k] = p_kw[:, col == c].sum(axis=1)
+    viol = np.maximum(0.0, pev @ rows.g.T - rows.h)  # (T, R)
+    base = rows.h < -1e-12
+    if opts.soft_limits == "never":
+        return 0.0
+    soft = np.ones_like(base) if opts.soft_limits == "always" else base
+    floor = np.where(np.all(rows.g >= 0.0, axis=1)[None, :], np.maximum(0.0, -rows.h), 0.0)
+    return float(np.sum(np.where(soft, np.maximum(0.0, viol - floor), 0.0)))
 
 
 def _breakpoints(lo, hi, target, step, n_plugged, refine):

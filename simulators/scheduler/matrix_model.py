@@ -359,7 +359,6 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
     if jq.size:
         if cone_soc:
             m = jq.size
-            base = cone_rows.n
             rr = np.arange(m) * 3
             rows = [rr + 1, rr + 2]
             cols = [i_pp[jq], i_q[jq]]
@@ -371,7 +370,6 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
             g = np.zeros(3 * m)
             g[rr] = s_ev[jq]
             cone_rows.add(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), g)
-            del base
         else:
             for j_set, cs, ss in ((jq[is_d[jq]], poly_c, poly_s), (jq[~is_d[jq]], half_c, half_s)):
                 if j_set.size == 0:
@@ -558,7 +556,6 @@ def _solve_piqp(qp: MatrixQP, options: StrategyOptions) -> RawSolution:
     st.max_iter = int(options.max_iter)
     st.eps_abs = 1e-9
     st.eps_rel = 1e-10
-    n = qp.n_var
     solver.setup(
         qp.P, qp.c,
         qp.A if qp.A.shape[0] else None, qp.b if qp.A.shape[0] else None,
@@ -569,7 +566,6 @@ def _solve_piqp(qp: MatrixQP, options: StrategyOptions) -> RawSolution:
     )
     status = solver.solve()
     dt = time.perf_counter() - t0
-    del n
     if status != piqp.PIQP_SOLVED:
         name = {
             piqp.PIQP_MAX_ITER_REACHED: "iteration_limit",

@@ -228,8 +228,8 @@ def main(argv=None) -> int:
     ub = res_p.model_objective
     soc_part = res_p.true_objective_model_targets
     print(f"# certified gap of the polished schedule: {ub:.4f} - {low.best_bound:.4f} = "
-          f"{ub - low.best_bound:.4f} (model objective incl. the soft-limit penalty of the base-load "
-          f"violation, {ub - soc_part:.3f}); relative to the SOC term {soc_part:.4f}: "
+          f"{ub - low.best_bound:.4f} (model objective incl. move/soft-limit penalties "
+          f"{ub - soc_part:.3f}); relative to the SOC term {soc_part:.4f}: "
           f"{(ub - low.best_bound) / soc_part:.2e}", flush=True)
     variants = {}
     for refine in (2, 4):

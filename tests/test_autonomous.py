@@ -130,6 +130,8 @@ def test_forced_home_pwl_is_exact_at_breakpoints_and_close():
 @pytest.mark.parametrize("objective,mccormick", [("pwl", "compact"), ("pwl", "paper"),
                                                  ("quadratic", "compact")])
 def test_tiny_case_matches_enumeration(objective, mccormick):
+    if objective == "quadratic":
+        pytest.importorskip("pyscipopt")  # MIQP needs SCIP
     # two nodes, three EVs parked at the far node, voltage binds
     pr = toy_problem(home=[1, 1, 1], soc0=[0.35, 0.5, 0.6], vmin=0.993)
     opts = AutonomousOptions(objective=objective, mip_rel_gap=1e-9, polish=False, mccormick=mccormick,
@@ -150,6 +152,7 @@ def test_tiny_case_matches_enumeration(objective, mccormick):
 
 
 def test_polished_pwl_matches_miqp_and_tangent_bound():
+    pytest.importorskip("pyscipopt")  # MIQP needs SCIP
     pr = toy_problem(home=[1, 1, 1], soc0=[0.35, 0.5, 0.6], vmin=0.993)
     miqp = solve_autonomous(pr, [0, 1], E_STAR, AutonomousOptions(objective="quadratic", mip_rel_gap=1e-9))
     pol = solve_autonomous(pr, [0, 1], E_STAR, AutonomousOptions(objective="pwl", mip_rel_gap=1e-9,

@@ -21,7 +21,7 @@ from typing import Any
 
 from adapters.networks import check_network_name
 
-STRATEGIES = ("uncoordinated", "smart", "smart_q", "v2g", "v2g_q", "autonomous")
+STRATEGIES = ("uncoordinated", "smart", "smart_q", "v2g", "v2g_q", "autonomous", "replay")
 MODES = ("day_ahead", "receding")
 STARTERS = ("python", "cmd", "connect")
 SIMULATOR_NAMES = ("grid", "baseload", "pv", "fleet", "scheduler", "recorder")
@@ -165,6 +165,9 @@ class SchedulerConfig:
     soft_penalty: float = field(default=1e4, metadata=_spec(lo=0, hi=1e12, gt=True))
     relinearise: bool = False
     ac_iterations: int = field(default=0, metadata=_spec(lo=0, hi=20))
+    # strategy "replay": apply the EV powers recorded by another case of the scenario
+    replay_case: str = ""
+    replay_zero_q: bool = False
 
 
 @dataclass(frozen=True)
@@ -437,6 +440,10 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
                 problems.append(f"{prefix}.fleet.can_discharge: must be true for strategy {c_sched.strategy!r}")
             if c_sched.strategy in ("smart_q", "v2g_q") and not c_fleet.can_reactive:
                 problems.append(f"{prefix}.fleet.can_reactive: must be true for strategy {c_sched.strategy!r}")
+        if c_sched is not None and c_sched.strategy == "replay" and not c_sched.replay_case:
+            problems.append(f"{prefix}.scheduler.replay_case: must name an earlier case for strategy 'replay'")
+        if c_sched is not None and c_sched.replay_case and c_sched.replay_case not in names - {cname}:
+            problems.append(f"{prefix}.scheduler.replay_case: must name an earlier case, got {c_sched.replay_case!r}")
         if None in (meta, c_grid, baseload, pv, c_fleet, c_sched):
             continue
         cases.append(Case(cname, meta, c_grid, baseload, pv, c_fleet, c_sched, simulators, base_dir))

@@ -229,8 +229,17 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def replay_powers(case_dir: Path, zero_q: bool) -> dict[str, tuple[list[float], list[float]]]:
+    """Recorded EV powers of a finished case, per EV and step (strategy ``replay``)."""
+    from simulators.recorder.model import pivot
+
+    p = pivot(case_dir, "EV", "p_kw").fillna(0.0)
+    q = pivot(case_dir, "EV", "q_kvar").fillna(0.0) * (0.0 if zero_q else 1.0)
+    return {str(e): (p[e].tolist(), q[e].tolist()) for e in p.columns}
+
+
 def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = None,
-             plots: bool = True) -> CaseResult:
+             plots: bool = True, replay_dir: Path | None = None) -> CaseResult:
     """Run one case: build inputs, run the mosaik world, summarise, plot.
 
     Raises
@@ -319,6 +328,7 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                     forecast_p_kw={str(b): list(map(float, v)) for b, v in fp.items()},
                     forecast_q_kvar={str(b): list(map(float, v)) for b, v in fq.items()},
                     ev_specs=[s.to_dict() for s in specs] if sc.mode == "day_ahead" else None,
+                    replay=replay_powers(replay_dir, sc.replay_zero_q) if sc.strategy == "replay" else None,
                 )
             world.connect(fleet, sched, "fleet_state")
             world.connect(sched, fleet, "setpoints", weak=True)
@@ -390,7 +400,7 @@ def _seed001_metrics(out_dir: Path, specs: Sequence[EVSpec], step_s: int, n_step
 # --------------------------------------------------------------- scenarios ---
 
 
-SUMMARY_COLUMNS = ("min_voltage_pu", "violating_bus_steps", "max_line_loading_percent",
+SUMMARY_COLUMNS = ("min_voltage_pu", "violating_bus_steps", "max_voltage_violation_pu", "max_line_loading_percent",
                    "max_trafo_loading_percent", "mean_soc_at_departure", "evs_below_target_at_departure",
                    "t95_hours", "v2g_discharged_kwh", "reactive_energy_kvarh", "solve_seconds",
                    "fallback_steps", "soft_limit_violation_max", "pf_not_converged_steps",
@@ -437,8 +447,11 @@ def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = Non
     for case in cases:
         case_dir = out if single else out / case.name
         echo(f"running {case.name} ({case.scheduler.strategy}, {case.scheduler.mode}) -> {case_dir}")
+        replay_dir = None
+        if case.scheduler.strategy == "replay":
+            replay_dir = out if single else out / case.scheduler.replay_case
         try:
-            result = run_case(case, case_dir, echo=echo, plots=plots)
+            result = run_case(case, case_dir, echo=echo, plots=plots, replay_dir=replay_dir)
         except RunFailed as exc:
             failures.append(str(exc))
             echo(f"FAILED: {exc}")

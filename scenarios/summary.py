@@ -61,6 +61,8 @@ def summarize(out_dir, infos: Sequence[EVInfo], step_s: int, n_steps: int,
         out["min_voltage_pu"] = float(vm.min()) if len(vm) else None
         out["max_voltage_pu"] = float(vm.max()) if len(vm) else None
         out["violating_bus_steps"] = int(((vm < vm_min_pu - 1e-9) | (vm > vm_max_pu + 1e-9)).sum())
+        worst = max(vm_min_pu - vm.min(), vm.max() - vm_max_pu, 0.0) if len(vm) else 0.0
+        out["max_voltage_violation_pu"] = float(worst)
     if "Line" in present:
         line = read_table(out_dir, "Line")
         out["max_line_loading_percent"] = _max(line, "loading_percent")
@@ -104,8 +106,14 @@ def _ev_figures(ev: pd.DataFrame, infos: Sequence[EVInfo], step_s: int, n_steps:
     p = ev.pivot(index="time_s", columns="entity", values="p_kw")
     q = ev.pivot(index="time_s", columns="entity", values="q_kvar") if "q_kvar" in ev else p * 0
     dt_h = step_s / 3600.0
+    charging = ev[ev["p_kw"] > 1e-9]
+    per_bus = charging.groupby("entity")["bus"].agg(lambda b: int(b.mode().iloc[0])) if len(charging) else []
+    counts = {}
+    for bus in per_bus:
+        counts[str(bus)] = counts.get(str(bus), 0) + 1
     return {
         "n_evs": len(infos),
+        "evs_charging_per_bus": dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
         "mean_soc_at_departure": float(soc_dep.mean()),
         "evs_below_target_at_departure": int((soc_dep < target - SOC_TOLERANCE).sum()),
         "t95_hours": float(times_s[idx95[0]] / 3600.0) if idx95.size else None,

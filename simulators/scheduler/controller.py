@@ -123,13 +123,18 @@ class Controller:
     ev_specs : sequence of mapping, optional
         Every EV of the run (``EVSpec`` fields), for day-ahead planning with perfect
         knowledge; receding mode ignores it.
+    replay : mapping ev_id -> ([p_kw per step], [q_kvar per step]), optional
+        Strategy ``replay``: apply these powers (e.g. another case's recorded
+        schedule with Q forced to zero, seed 000 Fig. 5).
     """
 
     def __init__(self, net: pp.pandapowerNet, config: ControllerConfig,
                  forecast_p_kw: Mapping[int, Sequence[float]],
                  forecast_q_kvar: Mapping[int, Sequence[float]],
-                 ev_specs: Sequence[Mapping] | None = None):
+                 ev_specs: Sequence[Mapping] | None = None,
+                 replay: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None):
         config.validate()
+        self.replay = dict(replay or {})
         self.config = config
         self.net = copy.deepcopy(net)
         self._ac_model = None
@@ -213,6 +218,11 @@ class Controller:
         plugged = {e: s for e, s in fleet.items() if s.get("plugged", True)}
         if cfg.strategy == "uncoordinated":
             return self._uncoordinated(k, plugged)
+        if cfg.strategy == "replay":
+            zero = ([0.0] * cfg.n_steps, [0.0] * cfg.n_steps)
+            out = {e: [float(self.replay.get(e, zero)[0][k]), float(self.replay.get(e, zero)[1][k])]
+                   for e in plugged}
+            return out, PlanInfo("replay", 0.0, False, 0.0, float("nan"))
         if cfg.mode == "day_ahead":
             if self._plan is None:
                 specs = self.ev_specs or [dict(s, ev_id=e) for e, s in plugged.items()]

@@ -25,7 +25,7 @@ META = {
         "Scheduler": {
             "public": True,
             "params": ["network", "base_dir", "ext_grid_vm_pu", "strategy", "mode", "limits", "options",
-                       "relinearise", "ac_iterations", "e_star_kwh", "forecast_p_kw", "forecast_q_kvar", "ev_specs"],
+                       "relinearise", "ac_iterations", "e_star_kwh", "forecast_p_kw", "forecast_q_kvar", "ev_specs", "replay"],
             "attrs": ["fleet_state", "bus_vm_pu", "bus_va_degree",
                       "setpoints", "solve_s", "status", "fallback", "soft_violation_max",
                       "objective", "n_planned"],
@@ -59,7 +59,7 @@ class SchedulerSimulator(mosaik_api_v3.Simulator):
 
     def create(self, num, model, network, strategy, mode, limits, options=None, relinearise=False,
                ac_iterations=0, e_star_kwh=0.0, forecast_p_kw=None, forecast_q_kvar=None, ev_specs=None, base_dir=None,
-               ext_grid_vm_pu=None):
+               ext_grid_vm_pu=None, replay=None):
         if num != 1 or self.controller is not None:
             raise ValueError("exactly one Scheduler entity per simulator")
         net = load_network(network, None if base_dir is None else Path(base_dir))
@@ -72,7 +72,7 @@ class SchedulerSimulator(mosaik_api_v3.Simulator):
         )
         fp = {int(b): v for b, v in (forecast_p_kw or {}).items()}
         fq = {int(b): v for b, v in (forecast_q_kvar or {}).items()}
-        self.controller = Controller(net, config, fp, fq, ev_specs)
+        self.controller = Controller(net, config, fp, fq, ev_specs, replay)
         return [{"eid": "Scheduler", "type": model}]
 
     def step(self, time, inputs, max_advance):

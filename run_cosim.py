@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="*", default=None,
                         help="run only these cases of the scenario")
     parser.add_argument("--no-plots", action="store_true", help="skip writing PNG plots")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="cases run in parallel (default: one per CPU core)")
     args = parser.parse_args(argv)
 
     try:
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging()
     out = args.out or Path("out") / args.scenario.stem
     try:
-        run_scenario(scenario, out, only=args.cases, plots=not args.no_plots, echo=print)
+        run_scenario(scenario, out, only=args.cases, plots=not args.no_plots, echo=print, jobs=args.jobs)
     except RunFailed as exc:
         print(f"run failed: {exc}", file=sys.stderr)
         return 1

@@ -431,9 +431,29 @@ def comparison_table(results: Sequence[CaseResult], columns: Sequence[str] = SUM
     return head + "\n" + "\n".join(rows) + "\n"
 
 
+def _run_case_job(args) -> CaseResult | str:
+    """Process-pool job: one case; a failure comes back as its message."""
+    case, case_dir, plots, replay_dir = args
+    from loguru import logger
+
+    logger.remove()  # the parent prints the summaries; keep workers quiet
+    try:
+        return run_case(case, case_dir, plots=plots, replay_dir=replay_dir)
+    except RunFailed as exc:
+        return str(exc)
+
+
 def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = None, plots: bool = True,
-                 echo: Callable[[str], None] = print) -> list[CaseResult]:
-    """Run every case of a scenario (one sub-folder each when there are several)."""
+                 echo: Callable[[str], None] = print, jobs: int | None = None) -> list[CaseResult]:
+    """Run every case of a scenario (one sub-folder each when there are several).
+
+    Independent cases run in parallel in ``jobs`` processes (default: one per CPU
+    core); ``replay`` cases run after the case they replay.
+    """
+    import concurrent.futures
+    import multiprocessing
+    import os
+
     out = Path(out)
     cases = [c for c in scenario.cases if only is None or c.name in only]
     if only:
@@ -441,23 +461,33 @@ def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = Non
         if unknown:
             raise RunFailed(f"unknown case(s) {unknown}; the scenario has "
                             f"{[c.name for c in scenario.cases]}")
-    results = []
     single = len(scenario.cases) == 1
-    failures = []
+    case_dir = {c.name: out if single else out / c.name for c in scenario.cases}
+    waves = [[c for c in cases if c.scheduler.strategy != "replay"],
+             [c for c in cases if c.scheduler.strategy == "replay"]]
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(cases)))
+    done: dict[str, CaseResult | str] = {}
+    for wave in waves:
+        for case in wave:
+            echo(f"running {case.name} ({case.scheduler.strategy}, {case.scheduler.mode}) -> {case_dir[case.name]}")
+        args = [(c, case_dir[c.name], plots,
+                 case_dir[c.scheduler.replay_case] if c.scheduler.strategy == "replay" else None) for c in wave]
+        if jobs == 1 or len(wave) == 1:
+            results = [_run_case_job(a) for a in args]
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+                results = list(pool.map(_run_case_job, args))
+        done.update({c.name: r for c, r in zip(wave, results)})
+    results, failures = [], []
     for case in cases:
-        case_dir = out if single else out / case.name
-        echo(f"running {case.name} ({case.scheduler.strategy}, {case.scheduler.mode}) -> {case_dir}")
-        replay_dir = None
-        if case.scheduler.strategy == "replay":
-            replay_dir = out if single else out / case.scheduler.replay_case
-        try:
-            result = run_case(case, case_dir, echo=echo, plots=plots, replay_dir=replay_dir)
-        except RunFailed as exc:
-            failures.append(str(exc))
-            echo(f"FAILED: {exc}")
-            continue
-        results.append(result)
-        echo(format_summary(case.name, result.summary))
+        r = done[case.name]
+        if isinstance(r, str):
+            failures.append(r)
+            echo(f"FAILED: {r}")
+        else:
+            results.append(r)
+            echo(format_summary(case.name, r.summary))
     if len(scenario.cases) > 1 and results:
         table = comparison_table(results)
         (out / "comparison.md").write_text(table)

@@ -17,12 +17,11 @@ publishes the sums.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import mosaik_api_v3
 from mosaik_api_v3.datetime import Converter
-import numpy as np
 
+from simulators.pq_profile import PQProfileSimulator
 from simulators.baseload.model import (
     DEFAULT_PROFILE_MAP,
     BaseLoadModel,
@@ -46,8 +45,10 @@ META = {
 }
 
 
-class BaseLoadSimulator(mosaik_api_v3.Simulator):
+class BaseLoadSimulator(PQProfileSimulator):
     """Base load per network load; see the module docstring."""
+
+    kind = "base-load"
 
     def __init__(self) -> None:
         super().__init__(META)
@@ -55,7 +56,6 @@ class BaseLoadSimulator(mosaik_api_v3.Simulator):
         self.model: BaseLoadModel | None = None
         self._index: dict[str, int] = {}
         self._parent: str | None = None
-        self._values: tuple[np.ndarray, np.ndarray] | None = None
 
     def init(
         self,
@@ -157,33 +157,12 @@ class BaseLoadSimulator(mosaik_api_v3.Simulator):
         children = [{"eid": eid, "type": "Load"} for eid in self.model.ids]
         return [{"eid": self._parent, "type": "BaseLoad", "children": children}]
 
-    def step(self, time: int, inputs: dict, max_advance: int) -> int:
-        if self.model is None:
-            raise RuntimeError("create a BaseLoad entity before stepping")
-        p, q = self.model.step_values(time // self.step_ticks)
-        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
-            raise ValueError(f"base-load simulator {self.sid}: non-finite output at tick {time}")
-        self._values = (p, q)
-        return time + self.step_ticks
-
-    def get_data(self, outputs: dict) -> dict:
-        if self._values is None:
-            raise RuntimeError("get_data before the first step")
-        p, q = self._values
-        data: dict[str, dict[str, float]] = {}
-        for eid, attrs in outputs.items():
-            if eid == self._parent:
-                vals = {"p_kw": float(p.sum()), "q_kvar": float(q.sum())}
-            elif eid in self._index:
-                j = self._index[eid]
-                vals = {"p_kw": float(p[j]), "q_kvar": float(q[j])}
-            else:
-                raise ValueError(f"unknown entity {eid!r}")
-            try:
-                data[eid] = {attr: vals[attr] for attr in attrs}
-            except KeyError as exc:
-                raise ValueError(f"unknown attribute {exc.args[0]!r} of {eid}") from None
-        return data
+    def entity_columns(self, eid: str) -> list[int]:
+        if eid == self._parent:
+            return list(range(len(self.model.ids)))
+        if eid in self._index:
+            return [self._index[eid]]
+        raise ValueError(f"unknown entity {eid!r}")
 
 
 def main() -> None:

@@ -23,10 +23,10 @@ from typing import Any
 
 import mosaik_api_v3
 from mosaik_api_v3.datetime import Converter
-import numpy as np
 
 from adapters.profiles import read_timeseries_csv
 from adapters.weather import PVSite
+from simulators.pq_profile import PQProfileSimulator
 from simulators.pv.model import CosPhiCharacteristic, PVModel, PVModelError, PVUnitSpec
 
 UNIT_PARAMS = (
@@ -56,8 +56,10 @@ def _bus_tag(bus: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "_", text) or "bus"
 
 
-class PVSimulator(mosaik_api_v3.Simulator):
+class PVSimulator(PQProfileSimulator):
     """Rooftop PV units; see the module docstring."""
+
+    kind = "PV"
 
     def __init__(self) -> None:
         super().__init__(META)
@@ -67,7 +69,6 @@ class PVSimulator(mosaik_api_v3.Simulator):
         self._plants: dict[str, list[int]] = {}
         self._per_bus: dict[str, int] = {}
         self._index: dict[str, int] = {}
-        self._values: tuple[np.ndarray, np.ndarray] | None = None
 
     def init(
         self,
@@ -183,36 +184,15 @@ class PVSimulator(mosaik_api_v3.Simulator):
     def setup_done(self) -> None:
         self._build()
 
-    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+    def prepare(self) -> None:
         self._build()
-        p, q = self.model.step_values(time // self.step_ticks)
-        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
-            raise ValueError(f"PV simulator {self.sid}: non-finite output at tick {time}")
-        self._values = (p, q)
-        return time + self.step_ticks
 
-    def get_data(self, outputs: dict) -> dict:
-        if self._values is None:
-            raise RuntimeError("get_data before the first step")
-        p, q = self._values
-        data: dict[str, dict[str, float]] = {}
-        for eid, attrs in outputs.items():
-            if eid in self._index:
-                cols = [self._index[eid]]
-            elif eid in self._plants:
-                cols = self._plants[eid]
-            else:
-                raise ValueError(f"unknown entity {eid!r}")
-            row = {}
-            for attr in attrs:
-                if attr == "p_kw":
-                    row[attr] = float(p[cols].sum())
-                elif attr == "q_kvar":
-                    row[attr] = float(q[cols].sum())
-                else:
-                    raise ValueError(f"unknown attribute {attr!r} of {eid}")
-            data[eid] = row
-        return data
+    def entity_columns(self, eid: str) -> list[int]:
+        if eid in self._index:
+            return [self._index[eid]]
+        if eid in self._plants:
+            return list(self._plants[eid])
+        raise ValueError(f"unknown entity {eid!r}")
 
 
 def main() -> None:

@@ -840,7 +840,6 @@ def enumerate_assignments(problem: ChargingProblem, candidate_cols, e_star_kwh: 
         Number of fixed-assignment problems solved.
     """
     opts = options or AutonomousOptions()
-    V = problem.n_evs
     cap = np.asarray(problem.capacity_kwh, float)
     movable, _, _ = preprocess(problem.soc0, problem.soc_target, cap, e_star_kwh)
     cand = sorted({int(c) for c in candidate_cols} | set(np.asarray(problem.ev_col).tolist()))

@@ -218,7 +218,6 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
         return cp, vp, cq, vq
 
     soft_mode = options.soft_limits
-    slack_rows = []  # (kind, element ids, steps, unit) blocks; slack vars allocated later
     eq = _Blocks()
     ineq = _Blocks()
     cone_rows = _Blocks()

@@ -1,0 +1,61 @@
+"""Shared mosaik stepping of simulators whose model precomputes P and Q per step.
+
+The base-load and PV simulators both hold a model with ``step_values(step) ->
+(p_kw, q_kvar)`` arrays (one column per unit) and publish, per entity, the sum over
+that entity's columns (one unit, or a parent summing its children).
+"""
+
+from __future__ import annotations
+
+import mosaik_api_v3
+import numpy as np
+
+
+class PQProfileSimulator(mosaik_api_v3.Simulator):
+    """Time-based stepping and ``get_data`` for precomputed P/Q models.
+
+    Subclasses set ``self.model``, ``self.sid``, ``self.step_ticks`` and implement
+    :meth:`entity_columns`; :meth:`prepare` is called before each step.
+    """
+
+    kind = "profile"
+
+    def __init__(self, meta: dict) -> None:
+        super().__init__(meta)
+        self.model = None
+        self.sid: str | None = None
+        self.step_ticks = 1
+        self._values: tuple[np.ndarray, np.ndarray] | None = None
+
+    def prepare(self) -> None:
+        """Hook run before every step (e.g. to build the model lazily)."""
+
+    def entity_columns(self, eid: str) -> list[int]:
+        """Model columns whose sum entity ``eid`` publishes; ValueError if unknown."""
+        raise NotImplementedError
+
+    def step(self, time: int, inputs: dict, max_advance: int) -> int:
+        self.prepare()
+        if self.model is None:
+            raise RuntimeError(f"{self.kind} simulator {self.sid}: create entities before stepping")
+        p, q = self.model.step_values(time // self.step_ticks)
+        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))):
+            raise ValueError(f"{self.kind} simulator {self.sid}: non-finite output at tick {time}")
+        self._values = (p, q)
+        return time + self.step_ticks
+
+    def get_data(self, outputs: dict) -> dict:
+        if self._values is None:
+            raise RuntimeError("get_data before the first step")
+        p, q = self._values
+        arrays = {"p_kw": p, "q_kvar": q}
+        data: dict[str, dict[str, float]] = {}
+        for eid, attrs in outputs.items():
+            cols = self.entity_columns(eid)
+            row = {}
+            for attr in attrs:
+                if attr not in arrays:
+                    raise ValueError(f"unknown attribute {attr!r} of {eid}")
+                row[attr] = float(arrays[attr][cols].sum())
+            data[eid] = row
+        return data

@@ -155,6 +155,7 @@ class Controller:
         self._plan: Schedule | None = None
         self._plan_ids: list[str] = []
         self._plan_bus: dict[str, int] = {}
+        self._plan_k0 = 0
         self.n_solves = 0
         self.n_fallbacks = 0
 
@@ -231,9 +232,36 @@ class Controller:
         if measured and cfg.relinearise and measured.get("vm_pu"):
             self.relinearise({int(b): v for b, v in measured["vm_pu"].items()},
                              {int(b): v for b, v in measured["va_degree"].items()})
+        elif self._plan_still_optimal(k, plugged):
+            # Nothing the plan depends on changed: its tail is the optimum of the
+            # shrunken problem (Bellman), so re-solving would return the same plan.
+            out, info = self._replay(k, plugged, offset=self._plan_k0)
+            return out, replace(info, solve_s=0.0, status="reused")
         specs = [dict(s, ev_id=e, arrival_s=k * cfg.step_s) for e, s in plugged.items()]
         self._solve(k, specs, initial=False)
+        self._plan_k0 = k
         return self._replay(k, plugged, offset=k)
+
+    def _plan_still_optimal(self, k: int, plugged: Mapping[str, Mapping], soc_tol: float = 1e-6) -> bool:
+        """True when the last receding plan can be replayed at step ``k`` unchanged.
+
+        Holds when no EV arrived since the last solve,
+        each EV's SOC is the one the plan predicted, no fallback was used and the
+        forecasts are perfect (they do not change between steps here); the AC
+        correction (``ac_iterations``) and the autonomous strategy always re-solve.
+        """
+        plan = self._plan
+        if plan is None or plan.fallback or self.config.ac_iterations or self.config.strategy == "autonomous":
+            return False
+        row = k - self._plan_k0
+        # departed EVs may leave (their plan rows end with their plug window); any
+        # EV the plan does not know forces a new solve
+        if row <= 0 or row >= plan.p_kw.shape[0] or not set(plugged) <= set(self._plan_ids):
+            return False
+        index = {e: i for i, e in enumerate(self._plan_ids)}
+        cols = np.array([index[e] for e in plugged])
+        soc_now = np.array([float(s["soc"]) for s in plugged.values()])
+        return bool(np.all(np.abs(plan.soc[row, cols] - soc_now) <= soc_tol))
 
     def _uncoordinated(self, k: int, plugged: Mapping[str, Mapping]):
         """Full power from plug-in until target (seed 000, eq. (13))."""

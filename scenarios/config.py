@@ -80,6 +80,9 @@ class GridConfig:
     max_line_loading_percent: float = field(default=100.0, metadata=_spec(lo=0, hi=1000, gt=True))
     max_trafo_loading_percent: float = field(default=100.0, metadata=_spec(lo=0, hi=1000, gt=True))
     ext_grid_vm_pu: float | None = field(default=None, metadata=_spec(lo=0.8, hi=1.2))
+    # summary and voltage plots over these buses only: a prefix of the buses' short
+    # names (e.g. "R" for CIGRE LV's residential feeder R0..R18); "" = every bus
+    monitor_buses: str = ""
 
 
 @dataclass(frozen=True)

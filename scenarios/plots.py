@@ -40,12 +40,17 @@ def _format_time_axis(ax) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _bus_vm(out_dir: Path, monitor_buses: str):
+    vm = pivot(out_dir, "Bus", "vm_pu")
+    return vm[[c for c in vm.columns if c.startswith(f"Bus-{monitor_buses}")]] if monitor_buses else vm
+
+
 def plot_run(out_dir: Path, start: dt.datetime, vm_min_pu: float, vm_max_pu: float,
-             title: str = "") -> list[Path]:
+             title: str = "", monitor_buses: str = "") -> list[Path]:
     """Voltage bands, mean SOC and total EV power of one run; returns the PNG paths."""
     out_dir = Path(out_dir)
     written = []
-    vm = pivot(out_dir, "Bus", "vm_pu")
+    vm = _bus_vm(out_dir, monitor_buses)
     fig, ax = plt.subplots(figsize=(8, 3.5))
     quantile_bands(ax, _times(vm.index, start), vm.to_numpy(dtype=float), "tab:blue", "vm")
     ax.axhline(vm_min_pu, color="k", linestyle="--", linewidth=1, label="limits")
@@ -74,12 +79,12 @@ def plot_run(out_dir: Path, start: dt.datetime, vm_min_pu: float, vm_max_pu: flo
 
 
 def plot_comparison(case_dirs: Mapping[str, Path], start: dt.datetime, vm_min_pu: float,
-                    out_path: Path) -> Path:
+                    out_path: Path, monitor_buses: str = "") -> Path:
     """Mean SOC of every case on one axis (seed 000 Fig. 4) and minimum voltage."""
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     for name, d in case_dirs.items():
         soc = pivot(d, "EV", "soc")
-        vm = pivot(d, "Bus", "vm_pu")
+        vm = _bus_vm(d, monitor_buses)
         ax1.plot(_times(soc.index, start), soc.mean(axis=1), label=name)
         ax2.plot(_times(vm.index, start), vm.min(axis=1), label=name)
     ax2.axhline(vm_min_pu, color="k", linestyle="--", linewidth=1)

@@ -352,7 +352,8 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     wall = time.perf_counter() - wall0
     infos = [EVInfo(s.ev_id, s.capacity_kwh, s.efficiency, s.soc_target, s.arrival_s, s.departure_s)
              for s in specs]
-    summary = summarize(out_dir, infos, step_s, n_steps, grid_cfg.vm_min_pu, grid_cfg.vm_max_pu)
+    summary = summarize(out_dir, infos, step_s, n_steps, grid_cfg.vm_min_pu, grid_cfg.vm_max_pu,
+                        grid_cfg.monitor_buses)
     summary.update(_seed001_metrics(out_dir, specs, step_s, n_steps, estar))
     summary["wall_seconds"] = round(wall, 3)
     summary["world_run_seconds"] = round(run_s, 3)
@@ -368,7 +369,8 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     if plots:
         from scenarios.plots import plot_run
 
-        plot_run(out_dir, meta.start, grid_cfg.vm_min_pu, grid_cfg.vm_max_pu, title=case.name)
+        plot_run(out_dir, meta.start, grid_cfg.vm_min_pu, grid_cfg.vm_max_pu, title=case.name,
+                 monitor_buses=grid_cfg.monitor_buses)
     _finish(out_dir, summary)
     return CaseResult(case.name, out_dir, summary)
 
@@ -497,7 +499,7 @@ def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = Non
 
             first = cases[0]
             plot_comparison({r.name: r.out_dir for r in results}, first.scenario.start,
-                            first.grid.vm_min_pu, out / "comparison.png")
+                            first.grid.vm_min_pu, out / "comparison.png", first.grid.monitor_buses)
     if failures:
         raise RunFailed("; ".join(failures))
     return results

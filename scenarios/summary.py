@@ -50,13 +50,22 @@ def soc_trajectories(ev: pd.DataFrame, infos: Sequence[EVInfo], step_s: int, n_s
     return np.vstack([s, s[-1] + gain])
 
 
+def monitored(bus: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """Rows of the Bus table whose entity id is ``Bus-<prefix>...`` (all if no prefix)."""
+    return bus if not prefix else bus[bus["entity"].str.startswith(f"Bus-{prefix}")]
+
+
 def summarize(out_dir, infos: Sequence[EVInfo], step_s: int, n_steps: int,
-              vm_min_pu: float, vm_max_pu: float) -> dict:
-    """Summary figures of a recorded run (see module docstring for the keys)."""
+              vm_min_pu: float, vm_max_pu: float, monitor_buses: str = "") -> dict:
+    """Summary figures of a recorded run (see module docstring for the keys).
+
+    Voltage figures cover the buses selected by ``monitor_buses`` (a prefix of the
+    buses' short names; all buses when empty).
+    """
     present = set(tables(out_dir))
     out: dict[str, object] = {}
     if "Bus" in present:
-        bus = read_table(out_dir, "Bus")
+        bus = monitored(read_table(out_dir, "Bus"), monitor_buses)
         vm = bus["vm_pu"].dropna() if "vm_pu" in bus else pd.Series(dtype=float)
         out["min_voltage_pu"] = float(vm.min()) if len(vm) else None
         out["max_voltage_pu"] = float(vm.max()) if len(vm) else None

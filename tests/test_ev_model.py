@@ -230,7 +230,7 @@ def test_physics_and_energy_balance(evs, step_s, n_steps, e_star_kwh, data):
                 can_reactive=e["can_reactive"],
                 arrival_s=e["arrival_s"],
                 departure_s=e["arrival_s"] + e["stay_s"],
-                soc_initial=lo + e["soc_frac"] * (hi - lo),
+                soc_initial=min(hi, lo + e["soc_frac"] * (hi - lo)),  # rounding may overshoot hi
                 soc_target=1.0,
                 soc_min=lo,
                 soc_max=hi,

@@ -256,3 +256,49 @@ def test_receding_horizon(mv_sens):
     assert_ev_feasible(p, sched, "v2g_q")
     with pytest.raises(ValueError, match="k must be"):
         rh.solve_from(12)
+
+
+@pytest.mark.parametrize("name", OPT)
+def test_move_blocking(mv_sens, name):
+    """Move blocking: a restriction, so feasible for the full problem and never better."""
+    p = mv_problem(mv_sens, n_per_bus=4, n_steps=16)
+    full = solve(p, StrategyOptions(name=name))
+    same = solve(p, StrategyOptions(name=name, fine_steps=16))
+    assert same.objective == pytest.approx(full.objective, rel=1e-9)
+    opts = StrategyOptions(name=name, fine_steps=4, block_steps=4)
+    s = solve(p, opts)
+    assert s.status == "optimal" and not s.fallback
+    assert_ev_feasible(p, s, name)
+    g = linear_grid(p, s)
+    assert g.vm_pu.min() >= p.limits.vm_min_pu - 1e-7
+    assert g.vm_pu.max() <= p.limits.vm_max_pu + 1e-7
+    s_line, use = md.line_s_max_kva(p)
+    assert np.all(np.hypot(g.line_p_kw, g.line_q_kvar)[:, use] <= s_line[use] * (1 + 1e-7))
+    # constant over each block of 4 steps after the first 4; zero in partial blocks
+    for b0 in (4, 8, 12):
+        blk_p, blk_q = s.p_kw[b0:b0 + 4], s.q_kvar[b0:b0 + 4]
+        np.testing.assert_allclose(blk_p, np.broadcast_to(blk_p[:1], blk_p.shape), atol=1e-9)
+        np.testing.assert_allclose(blk_q, np.broadcast_to(blk_q[:1], blk_q.shape), atol=1e-9)
+        partial = ~p.plugged[b0:b0 + 4].all(axis=0)
+        assert np.all(blk_p[:, partial] == 0) and np.all(blk_q[:, partial] == 0)
+    assert s.objective >= full.objective - 1e-6
+
+
+def test_move_blocking_receding(mv_sens):
+    """Closed loop with move blocking: feasible, objective close to the exact loop."""
+    p = mv_problem(mv_sens, n_per_bus=3, n_steps=16)
+    exact = run_receding(p, StrategyOptions(name="v2g_q"), arrival_known=False)
+    opts = StrategyOptions(name="v2g_q", fine_steps=2, block_steps=4)
+    run = run_receding(p, opts, arrival_known=False)
+    assert run.n_fallback == 0 and exact.n_fallback == 0
+    sched = replace(solve(p, StrategyOptions(name="uncoordinated")), p_kw=run.p_kw, q_kvar=run.q_kvar,
+                    soc=run.soc)
+    assert_ev_feasible(p, sched, "v2g_q")
+    assert linear_grid(p, sched).vm_pu.min() >= p.limits.vm_min_pu - 1e-7
+    j_exact = md.objective_value(p, exact.p_kw, 1e-4)
+    j_block = md.objective_value(p, run.p_kw, 1e-4)
+    assert j_exact - 1e-6 <= j_block <= j_exact * 1.01
+    with pytest.raises(ValueError, match="fine_steps"):
+        StrategyOptions(fine_steps=0).validate()
+    with pytest.raises(ValueError, match="fine_steps"):
+        StrategyOptions(fine_steps=4, solver="highs").validate()

@@ -45,6 +45,9 @@ _PIQP_PROBE_ITER = 2
 #: Fewest iterations worth starting a PIQP solve for (full-scale solves need 40-45).
 _PIQP_MIN_ITER = 20
 _TOL_SCREEN = 1e-9
+#: Second build pass (no aggregates/Q on steps without grid rows) only when at most
+#: this share of the steps has grid rows (otherwise the extra build costs more).
+_SECOND_PASS_SHARE = 0.75
 
 
 @dataclass
@@ -111,6 +114,7 @@ class MatrixQP:
     slack_info: list
     n_steps: int
     n_evs: int
+    row_steps: np.ndarray | None = None
 
     @property
     def n_var(self) -> int:
@@ -132,6 +136,15 @@ def _var_counter():
 def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | None = None) -> MatrixQP:
     """Assemble problem (12) of seed 000 for strategy ``options.name``.
 
+    Two passes when row screening leaves at least a quarter of the steps without any
+    grid row (``_SECOND_PASS_SHARE``): the second
+    pass has no nodal aggregates and no charger ``Q`` on (blocks of) those steps.
+    Exact: there, the aggregates appear in no row, and ``Q = 0`` is optimal (``Q``
+    then only costs ``q_weight Q^2``, and the charger polygon is symmetric in
+    ``Q`` and convex, so ``(P, 0)`` is feasible whenever ``(P, Q)`` is). Without
+    the aggregates the EVs' SOC chains are not coupled at those steps, which
+    shrinks the dense block of the KKT factorisation.
+
     Parameters
     ----------
     problem : ChargingProblem
@@ -146,6 +159,23 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
     -------
     MatrixQP
     """
+    consts = md.grid_constants(problem) if consts is None else consts
+    qp = _build(problem, options, consts, None)
+    if qp.row_steps is not None and qp.row_steps.sum() <= _SECOND_PASS_SHARE * qp.row_steps.size:
+        qp = _build(problem, options, consts, qp.row_steps)
+    return qp
+
+
+def _build(problem: ChargingProblem, options: StrategyOptions, consts: dict,
+           grid_steps: np.ndarray | None) -> MatrixQP:
+    """One assembly pass of :func:`build`.
+
+    Parameters
+    ----------
+    grid_steps : ndarray of bool, shape (T,), or None
+        Steps on which grid rows may be kept (from the first pass); aggregates and
+        charger ``Q`` only on blocks containing one. None: every step.
+    """
     flags = md.strategy_flags(problem, options)
     sens = problem.sens
     n_steps, n_evs = problem.n_steps, problem.n_evs
@@ -153,39 +183,60 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
     cone_soc = options.cone == "soc"
     poly_c, poly_s, poly_f = md.polygon(options.n_sides)
     half_c, half_s, _ = md.polygon(options.n_sides, half=True)
-    consts = md.grid_constants(problem) if consts is None else consts
     lim = problem.limits
 
-    t, v = md.plugged_pairs(problem.plugged)
+    # move blocking (options.fine_steps): decisions per (block, EV); identity when off
+    blk = md.step_blocks(n_steps, options.fine_steps, options.block_steps)
+    n_blk = int(blk[-1]) + 1
+    plugged = md.blocked_plugged(problem.plugged, blk)
+    t, v = md.plugged_pairs(plugged)
     n_pair = t.size
     col = np.asarray(problem.ev_col)[v]
     s_ev = np.asarray(problem.s_max_kva, dtype=float)[v]
     a_gain, b_gain = md.soc_gains(problem)
     lo_soc, hi_soc = md.soc_bounds(problem)
     is_d = flags.discharge[v]
-    is_q = flags.reactive[v]
+    # decision pairs (block, EV): pairs are ordered by EV then step, so the keys are
+    # non-decreasing and decision j covers the consecutive pairs with dec == j
+    dkey = v * n_blk + blk[t]
+    ud, dec = np.unique(dkey, return_inverse=True)
+    n_dec = ud.size
+    d_v, d_b = ud // n_blk, ud % n_blk
+    d_n = np.bincount(dec, minlength=n_dec).astype(float)  # steps per decision
+    d_col = np.asarray(problem.ev_col)[d_v]
+    d_s = np.asarray(problem.s_max_kva, dtype=float)[d_v]
+    d_isd = flags.discharge[d_v]
+    blk_on = np.ones(n_blk, dtype=bool)
+    if grid_steps is not None:
+        blk_on = np.zeros(n_blk, dtype=bool)
+        blk_on[blk[np.asarray(grid_steps, dtype=bool)]] = True
+    d_isq = flags.reactive[d_v] & blk_on[d_b]
+    is_q = d_isq[dec]
+    d_on = blk_on[d_b]
 
     new, count = _var_counter()
-    i_pp = new(n_pair)
-    i_pm = np.full(n_pair, -1)
-    i_pm[is_d] = new(is_d.sum())
-    i_q = np.full(n_pair, -1)
-    i_q[is_q] = new(is_q.sum())
+    d_pp = new(n_dec)
+    d_pm = np.full(n_dec, -1)
+    d_pm[d_isd] = new(d_isd.sum())
+    d_q = np.full(n_dec, -1)
+    d_q[d_isq] = new(d_isq.sum())
+    i_pp, i_pm, i_q = d_pp[dec], d_pm[dec], d_q[dec]
     i_soc = new(n_pair)
 
-    # nodal aggregates (eqs. (1), (6), (7))
+    # nodal aggregates (eqs. (1), (6), (7)), one per (block, bus)
     key_p = t * n_bus + col
-    uk_p, inv_p = np.unique(key_p, return_inverse=True)
+    dkey_p = d_b * n_bus + d_col
+    uk_p, inv_p = np.unique(dkey_p[d_on], return_inverse=True)
     i_pn = new(uk_p.size)
-    idx_pn = np.full(n_steps * n_bus, -1)
+    idx_pn = np.full(n_blk * n_bus, -1)
     idx_pn[uk_p] = i_pn
-    idx_pn = idx_pn.reshape(n_steps, n_bus)
+    idx_pn = idx_pn.reshape(n_blk, n_bus)[blk]
     key_q = key_p[is_q]
-    uk_q, inv_q = np.unique(key_q, return_inverse=True)
+    uk_q, inv_q = np.unique(dkey_p[d_isq], return_inverse=True)
     i_qn = new(uk_q.size)
-    idx_qn = np.full(n_steps * n_bus, -1)
+    idx_qn = np.full(n_blk * n_bus, -1)
     idx_qn[uk_q] = i_qn
-    idx_qn = idx_qn.reshape(n_steps, n_bus)
+    idx_qn = idx_qn.reshape(n_blk, n_bus)[blk]
 
     # box of the aggregates, for row screening [kW], [kvar]
     pn_hi = np.zeros(n_steps * n_bus)
@@ -211,12 +262,16 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
 
     def agg_rows(row_t, dx_dp, dx_dq, row_i):
         """Dense (R, B) coefficient blocks of rows (row_t, row_i) on the aggregates."""
+        row_steps[row_t] = True
+        if grid_steps is not None and not np.all(np.asarray(grid_steps)[row_t]):
+            raise RuntimeError("row screening kept a row on a step the first pass had screened out")
         cp = idx_pn[row_t][:, ev_buses]
         cq = idx_qn[row_t][:, ev_buses]
         vp = np.asarray(dx_dp)[row_i][:, ev_buses]
         vq = np.asarray(dx_dq)[row_i][:, ev_buses]
         return cp, vp, cq, vq
 
+    row_steps = np.zeros(n_steps, dtype=bool)
     soft_mode = options.soft_limits
     eq = _Blocks()
     ineq = _Blocks()
@@ -235,18 +290,19 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
 
     # --- nodal aggregates, eqs. (6), (7), (9)
     nk = uk_p.size
+    on_d = d_isd[d_on]
     eq.add(
-        np.concatenate([np.arange(nk), inv_p, inv_p[is_d]]),
-        np.concatenate([i_pn, i_pp, i_pm[is_d]]),
-        np.concatenate([np.ones(nk), -np.ones(n_pair), np.ones(is_d.sum())]),
+        np.concatenate([np.arange(nk), inv_p, inv_p[on_d]]),
+        np.concatenate([i_pn, d_pp[d_on], d_pm[d_on][on_d]]),
+        np.concatenate([np.ones(nk), -np.ones(inv_p.size), np.ones(on_d.sum())]),
         np.zeros(nk),
     )
     nkq = uk_q.size
     if nkq:
         eq.add(
             np.concatenate([np.arange(nkq), inv_q]),
-            np.concatenate([i_qn, i_q[is_q]]),
-            np.concatenate([np.ones(nkq), -np.ones(is_q.sum())]),
+            np.concatenate([i_qn, d_q[d_isq]]),
+            np.concatenate([np.ones(nkq), -np.ones(d_isq.sum())]),
             np.zeros(nkq),
         )
 
@@ -358,6 +414,10 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
     )
 
     # --- charger apparent power (12d) for EVs with Q (others: variable bounds)
+    # (per decision pair; ``is_d``/``is_q``/``s_ev``/``i_pp``... refer to decisions here)
+    is_d, is_q, s_ev = d_isd, d_isq, d_s
+    i_pp_f, i_pm_f, i_q_f = i_pp, i_pm, i_q
+    i_pp, i_pm, i_q = d_pp, d_pm, d_q
     jq = np.flatnonzero(is_q)
     if jq.size:
         if cone_soc:
@@ -406,7 +466,8 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
         ub[idx] = bound
 
     # --- objective (11): sum w (soc - soc*)^2 + k (P+ + P-) + q_weight Q^2 + penalty slack
-    w, n_const = md.soc_weights(problem.plugged, t, v)
+    # (power terms once per step: weight d_n, the steps a decision covers)
+    w, n_const = md.soc_weights(plugged, t, v)
     target = np.asarray(problem.soc_target, dtype=float)
     soc0 = np.asarray(problem.soc0, dtype=float)
     pdiag = np.zeros(n_var)
@@ -414,9 +475,9 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
     pdiag[i_soc] = 2.0 * w
     c[i_soc] = -2.0 * w * target[v]
     const = float(np.sum(w * target[v] ** 2) + np.sum(n_const * (soc0 - target) ** 2))
-    c[i_pp] += options.k_weight
-    c[i_pm[is_d]] += options.k_weight
-    pdiag[i_q[is_q]] = 2.0 * options.q_weight
+    c[i_pp] += options.k_weight * d_n
+    c[i_pm[is_d]] += options.k_weight * d_n[is_d]
+    pdiag[i_q[is_q]] = 2.0 * options.q_weight * d_n[is_q]
     slack_idx, slack_unit, slack_info = [], [], []
     for kind, ids, steps, unit, idx in slack_specs:
         lb[idx] = 0.0
@@ -433,10 +494,10 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
         F, g = None, None
     return MatrixQP(
         P=P, c=c, const=const, A=A, b=b, G=G, h=h, lb=lb, ub=ub, cone_F=F, cone_g=g,
-        pair_t=t, pair_v=v, i_pp=i_pp, i_pm=i_pm, i_q=i_q, i_soc=i_soc,
+        pair_t=t, pair_v=v, i_pp=i_pp_f, i_pm=i_pm_f, i_q=i_q_f, i_soc=i_soc,
         slack_idx=np.concatenate(slack_idx) if slack_idx else np.zeros(0, dtype=int),
         slack_unit=np.concatenate(slack_unit) if slack_unit else np.zeros(0),
-        slack_info=slack_info, n_steps=n_steps, n_evs=n_evs,
+        slack_info=slack_info, n_steps=n_steps, n_evs=n_evs, row_steps=row_steps,
     )
 
 

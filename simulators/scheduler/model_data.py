@@ -221,3 +221,50 @@ def objective_value(problem: ChargingProblem, p_kw: np.ndarray, k_weight: float)
     soc = soc_trajectory(problem, p_kw)
     dev = soc[1:] - np.asarray(problem.soc_target, dtype=float)
     return float(np.sum(dev * dev) + k_weight * np.sum(np.abs(p_kw)))
+
+
+def step_blocks(n_steps: int, fine_steps: int | None, block_steps: int) -> np.ndarray:
+    """Decision block of every step for move blocking.
+
+    Parameters
+    ----------
+    n_steps : int
+        Horizon length ``T`` [steps].
+    fine_steps : int or None
+        Leading steps with their own block each; ``None``: every step its own block.
+    block_steps : int
+        Steps per block after ``fine_steps`` (the last block may be shorter).
+
+    Returns
+    -------
+    ndarray of int, shape (T,)
+        Non-decreasing block index ``0 .. n_blocks - 1`` per step.
+    """
+    t = np.arange(int(n_steps))
+    if fine_steps is None or fine_steps >= n_steps or block_steps == 1:
+        return t
+    f = int(fine_steps)
+    return np.where(t < f, t, f + (t - f) // int(block_steps))
+
+
+def blocked_plugged(plugged: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """Plug matrix under move blocking: an EV counts in a block only if plugged throughout.
+
+    Parameters
+    ----------
+    plugged : ndarray of bool, shape (T, V)
+    blocks : ndarray of int, shape (T,)
+        Output of :func:`step_blocks`.
+
+    Returns
+    -------
+    ndarray of bool, shape (T, V)
+        ``plugged`` with every partially plugged block set to False.
+    """
+    plugged = np.asarray(plugged, dtype=bool)
+    n_blk = int(blocks[-1]) + 1 if blocks.size else 0
+    if n_blk == blocks.size:
+        return plugged
+    unplugged = np.zeros((n_blk, plugged.shape[1]), dtype=int)
+    np.add.at(unplugged, blocks, (~plugged).astype(int))
+    return plugged & (unplugged[blocks] == 0)

@@ -266,6 +266,19 @@ class StrategyOptions:
         ``"highs"`` (pyomo reference path, polygon).
     max_iter : int
         Iteration cap of the interior-point solvers.
+    fine_steps : int or None
+        Move blocking (matrix path only, an approximation, off by default): the
+        first ``fine_steps`` steps keep their own decision variables; beyond them
+        each EV's ``P+``, ``P-`` and ``Q`` are held constant over blocks of
+        ``block_steps`` steps, and an EV takes part in a block only if it is
+        plugged for the whole block. ``None`` (default): every step free (exact).
+        The blocked plan is feasible for the full problem (a restriction of its
+        feasible set) and its objective can only be higher; in receding-horizon
+        use only the first step is applied, and :class:`.receding.RecedingHorizon`
+        re-solves before a plan's first blocked step would be applied. See
+        docs/strategies.md for the measured objective change.
+    block_steps : int
+        Steps per block beyond ``fine_steps`` (4 = hourly blocks of 15-min steps).
     """
 
     name: str = "smart"
@@ -278,6 +291,8 @@ class StrategyOptions:
     time_limit_s: float = 30.0
     solver: str = "piqp"
     max_iter: int = 200
+    fine_steps: int | None = None
+    block_steps: int = 4
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field outside its allowed range."""
@@ -299,6 +314,13 @@ class StrategyOptions:
             raise ValueError("cone='soc' (exact second-order cones) needs solver='clarabel'")
         if int(self.max_iter) != self.max_iter or self.max_iter < 1:
             raise ValueError(f"max_iter must be a positive integer, got {self.max_iter}")
+        if self.fine_steps is not None and (int(self.fine_steps) != self.fine_steps or self.fine_steps < 1):
+            raise ValueError(f"fine_steps must be None or a positive integer, got {self.fine_steps}")
+        if int(self.block_steps) != self.block_steps or self.block_steps < 1:
+            raise ValueError(f"block_steps must be a positive integer, got {self.block_steps}")
+        if self.fine_steps is not None and self.solver == "highs":
+            raise ValueError("fine_steps (move blocking) is implemented on the matrix path only, "
+                             "not with solver='highs'")
 
 
 @dataclass(frozen=True)

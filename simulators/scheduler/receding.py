@@ -50,7 +50,8 @@ class RecedingHorizon:
         plan instead of solving. This is exact, not a heuristic: the objective
         (eqs. (8), (11)) and every constraint are sums/rows per step, so the tail
         of an optimal plan is optimal for the tail problem from the planned state
-        (principle of optimality).
+        (principle of optimality). With move blocking (``options.fine_steps``)
+        a plan is reused only for its first ``fine_steps`` steps.
     soc_tol : float
         SOC deviation [-] that counts as new information.
 
@@ -116,7 +117,11 @@ class RecedingHorizon:
         new_forecast = net_p_kw is not None or net_q_kvar is not None
         if self.reuse and not new_forecast and self._last is not None:
             k0, plug0, plan = self._last
-            if k >= k0 and np.array_equal(plug0[k - k0:], plug) and np.allclose(
+            # with move blocking only the plan's fine steps are reused: a blocked
+            # plan's tail is feasible but not optimal, so re-solve before it applies
+            fine = self.options.fine_steps
+            in_fine = fine is None or k - k0 < fine
+            if in_fine and k >= k0 and np.array_equal(plug0[k - k0:], plug) and np.allclose(
                     plan.soc[k - k0], soc, rtol=0.0, atol=self.soc_tol):
                 self.n_reused += 1
                 p_tail, soc_tail = plan.p_kw[k - k0:], plan.soc[k - k0:]

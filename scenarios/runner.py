@@ -490,6 +490,8 @@ def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = Non
         else:
             results.append(r)
             echo(format_summary(case.name, r.summary))
+            pngs = ", ".join(p.name for p in sorted(r.out_dir.glob("*.png")))
+            echo(f"  written to {r.out_dir}: summary.json, results/*.parquet{', ' + pngs if pngs else ''}")
     if len(scenario.cases) > 1 and results:
         table = comparison_table(results)
         (out / "comparison.md").write_text(table)

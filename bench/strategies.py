@@ -42,6 +42,7 @@ import pandapower as pp
 from scipy import stats
 
 from simulators.grid.sensitivity import compute_sensitivities
+from simulators.scheduler import model_data as md
 from simulators.scheduler.problem import ChargingProblem, GridBounds, StrategyOptions
 from simulators.scheduler.receding import run_receding
 from simulators.scheduler.strategies import solve
@@ -131,17 +132,30 @@ def simbench_problem(code: str = "1-MV-semiurb--0-sw", n_evs: int = 5000, seed: 
 
 
 def run_table(problem: ChargingProblem, label: str, receding: bool, pyomo: bool, clarabel: bool,
-              every_step: bool = True) -> None:
-    """Print one table of timings for all strategies."""
+              every_step: bool = True, fine_steps: int = 16, block_steps: int = 4,
+              names: tuple = STRATEGY_NAMES, exact_q: bool = True) -> None:
+    """Print one table of timings for all strategies.
+
+    ``fine_steps > 0`` adds a day-ahead solve and an event-triggered receding run with
+    move blocking (``StrategyOptions.fine_steps``, ``block_steps``); ``J`` of a
+    receding run is the closed-loop objective of the applied setpoints.
+    ``exact_q=False`` skips the exact (unblocked) solves of ``smart_q``/``v2g_q``.
+    """
     print(f"\n{label}: {problem.n_evs} EVs, {problem.n_steps} steps, "
           f"{int(problem.plugged.sum())} plugged EV-steps")
     head = (f"{'strategy':14s} {'path':16s} {'status':12s} {'build_s':>8s} {'solve_s':>8s} "
-            f"{'objective':>12s} {'soft_max':>9s}  receding: event-triggered total_s (solves) | "
+            f"{'objective':>12s} {'soft_max':>9s}  receding: event-triggered total_s (solves) J | "
             f"every step total_s, median_s, max_s")
     print(head)
     print("-" * len(head))
-    for name in STRATEGY_NAMES:
+    for name in names:
         runs = [("matrix/piqp", StrategyOptions(name=name, solver="piqp", time_limit_s=900), "matrix")]
+        if not exact_q and name in ("smart_q", "v2g_q"):
+            runs = []
+        if fine_steps > 0 and name != "uncoordinated":
+            runs.append((f"piqp/block{fine_steps}+{block_steps}",
+                         StrategyOptions(name=name, solver="piqp", time_limit_s=900, fine_steps=fine_steps,
+                                         block_steps=block_steps), "matrix"))
         if clarabel and name != "uncoordinated":
             runs.append(("matrix/clarabel", StrategyOptions(name=name, solver="clarabel", time_limit_s=120), "matrix"))
             runs.append(("clarabel/soc", StrategyOptions(name=name, solver="clarabel", cone="soc",
@@ -153,11 +167,13 @@ def run_table(problem: ChargingProblem, label: str, receding: bool, pyomo: bool,
             s = solve(problem, opts, path=path)
             wall = time.perf_counter() - t0
             rh = ""
-            if receding and tag == "matrix/piqp" and name != "uncoordinated":
+            if receding and tag != "matrix/clarabel" and tag != "clarabel/soc" and path == "matrix" \
+                    and name != "uncoordinated":
                 # arrivals unknown until plug-in: the planner learns of each EV when it arrives
                 ev = run_receding(problem, opts, arrival_known=False, reuse=True)
-                rh = f"{ev.step_s.sum():8.2f} ({ev.n_solves:2d})"
-                if every_step:
+                rh = (f"{ev.step_s.sum():8.2f} ({ev.n_solves:2d}) "
+                      f"{md.objective_value(problem, ev.p_kw, opts.k_weight):10.4f}")
+                if every_step and tag == "matrix/piqp":
                     run = run_receding(problem, opts, arrival_known=False, reuse=False)
                     rh += (f" | {run.step_s.sum():8.2f} {np.median(run.step_s):6.3f} "
                            f"{run.step_s.max():6.3f}")
@@ -179,14 +195,22 @@ def main(argv=None) -> None:
                     help="also run receding horizon on SimBench (slow: minutes per strategy)")
     ap.add_argument("--no-every-step", action="store_true",
                     help="skip the receding-horizon runs that re-solve at every step")
+    ap.add_argument("--fine-steps", type=int, default=16,
+                    help="move blocking: also run with this many fine steps (0: skip)")
+    ap.add_argument("--block-steps", type=int, default=4, help="move blocking: steps per block")
+    ap.add_argument("--simbench-exact-q", action="store_true",
+                    help="also run the exact smart_q/v2g_q solves on SimBench (did not finish in 15 min)")
+    ap.add_argument("--strategies", default=",".join(STRATEGY_NAMES),
+                    help="comma-separated strategies to run")
     args = ap.parse_args(argv)
+    names = tuple(x for x in args.strategies.split(",") if x)
     if not args.no_cigre:
         run_table(cigre_problem(), "CIGRE MV (seed 000)", not args.no_receding, args.pyomo, args.clarabel,
-                  not args.no_every_step)
+                  not args.no_every_step, args.fine_steps, args.block_steps, names)
     if not args.no_simbench:
         run_table(simbench_problem(), "SimBench 1-MV-semiurb--0-sw",
                   args.simbench_receding and not args.no_receding, args.pyomo, args.clarabel,
-                  not args.no_every_step)
+                  not args.no_every_step, args.fine_steps, args.block_steps, names, args.simbench_exact_q)
 
 
 if __name__ == "__main__":

@@ -302,3 +302,19 @@ def test_move_blocking_receding(mv_sens):
         StrategyOptions(fine_steps=0).validate()
     with pytest.raises(ValueError, match="fine_steps"):
         StrategyOptions(fine_steps=4, solver="highs").validate()
+
+
+@pytest.mark.parametrize("name", OPT)
+def test_no_aggregates_on_steps_without_rows_is_exact(mv_sens, name, monkeypatch):
+    """The second build pass (no aggregates/Q on steps without grid rows) keeps the optimum."""
+    from simulators.scheduler import matrix_model as mm
+
+    p = mv_problem(mv_sens, n_per_bus=4, n_steps=16)
+    monkeypatch.setattr(mm, "_SECOND_PASS_SHARE", 1.0)
+    qp = mm.build(p, StrategyOptions(name=name))
+    assert not qp.row_steps.all()  # the case has steps without grid rows
+    pruned = solve(p, StrategyOptions(name=name))
+    monkeypatch.setattr(mm, "_SECOND_PASS_SHARE", -1.0)
+    full = solve(p, StrategyOptions(name=name))
+    assert pruned.status == full.status == "optimal"
+    assert pruned.objective == pytest.approx(full.objective, rel=1e-6)

@@ -162,8 +162,15 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
     consts = md.grid_constants(problem) if consts is None else consts
     qp = _build(problem, options, consts, None)
     if qp.row_steps is not None and qp.row_steps.sum() <= _SECOND_PASS_SHARE * qp.row_steps.size:
-        qp = _build(problem, options, consts, qp.row_steps)
+        try:
+            qp = _build(problem, options, consts, qp.row_steps)
+        except _ScreeningMismatch:
+            pass  # rounding at a screening threshold: keep the first (complete) pass
     return qp
+
+
+class _ScreeningMismatch(Exception):
+    """The second pass kept a grid row on a step the first pass had screened out."""
 
 
 def _build(problem: ChargingProblem, options: StrategyOptions, consts: dict,
@@ -264,7 +271,7 @@ def _build(problem: ChargingProblem, options: StrategyOptions, consts: dict,
         """Dense (R, B) coefficient blocks of rows (row_t, row_i) on the aggregates."""
         row_steps[row_t] = True
         if grid_steps is not None and not np.all(np.asarray(grid_steps)[row_t]):
-            raise RuntimeError("row screening kept a row on a step the first pass had screened out")
+            raise _ScreeningMismatch("row screening kept a row on a step the first pass had screened out")
         cp = idx_pn[row_t][:, ev_buses]
         cq = idx_qn[row_t][:, ev_buses]
         vp = np.asarray(dx_dp)[row_i][:, ev_buses]

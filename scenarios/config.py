@@ -168,6 +168,11 @@ class SchedulerConfig:
     soft_penalty: float = field(default=1e4, metadata=_spec(lo=0, hi=1e12, gt=True))
     relinearise: bool = False
     ac_iterations: int = field(default=0, metadata=_spec(lo=0, hi=20))
+    # move blocking (optional approximation, docs/strategies.md): the first
+    # fine_steps steps keep their own power, later ones are held over block_steps;
+    # 0 = exact model
+    fine_steps: int = field(default=0, metadata=_spec(lo=0, hi=10000))
+    block_steps: int = field(default=4, metadata=_spec(lo=1, hi=1000))
     # strategy "replay": apply the EV powers recorded by another case of the scenario
     replay_case: str = ""
     replay_zero_q: bool = False

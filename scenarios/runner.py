@@ -272,6 +272,8 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     sc = case.scheduler
     options = {"k_weight": sc.k_weight, "cone": sc.cone, "n_sides": sc.polygon_sides,
                "soft_penalty": sc.soft_penalty, "time_limit_s": sc.time_limit_s}
+    if sc.fine_steps:
+        options.update(fine_steps=sc.fine_steps, block_steps=sc.block_steps)
     if sc.solver != "auto":
         options["solver"] = sc.solver
     elif sc.cone == "soc":

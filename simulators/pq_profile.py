@@ -7,8 +7,11 @@ that entity's columns (one unit, or a parent summing its children).
 
 from __future__ import annotations
 
+import math
+
 import mosaik_api_v3
 import numpy as np
+from mosaik_api_v3.datetime import Converter
 
 
 class PQProfileSimulator(mosaik_api_v3.Simulator):
@@ -26,6 +29,35 @@ class PQProfileSimulator(mosaik_api_v3.Simulator):
         self.sid: str | None = None
         self.step_ticks = 1
         self._values: tuple[np.ndarray, np.ndarray] | None = None
+
+    def set_clock(self, sid: str, time_resolution: float, start_date: str, step_s: float,
+                  horizon_s: float | None) -> None:
+        """Check and keep the clock (``init``'s common part).
+
+        Parameters
+        ----------
+        time_resolution : float
+            Seconds per mosaik tick [s], > 0.
+        start_date : str
+            ISO 8601 time of tick 0.
+        step_s : float
+            Step length [s]; a positive whole number of ticks.
+        horizon_s : float or None
+            Horizon to precompute [s] (None: one step; models extend on demand).
+        """
+        if not time_resolution > 0:
+            raise ValueError(f"time_resolution must be > 0 s, got {time_resolution}")
+        ticks = step_s / time_resolution
+        if not (step_s > 0 and abs(ticks - round(ticks)) < 1e-9 and round(ticks) >= 1):
+            raise ValueError(
+                f"step_s ({step_s} s) must be a positive whole number of time_resolution ({time_resolution} s)"
+            )
+        self.sid = sid
+        self.time_resolution = float(time_resolution)
+        self.step_s = float(step_s)
+        self.step_ticks = int(round(ticks))
+        self.start = Converter(start_date, time_resolution).datetime_from_step(0)
+        self.horizon_steps = 1 if horizon_s is None else max(1, int(math.ceil(horizon_s / step_s)))
 
     def prepare(self) -> None:
         """Hook run before every step (e.g. to build the model lazily)."""

@@ -16,10 +16,8 @@ publishes the sums.
 
 from __future__ import annotations
 
-import math
 
 import mosaik_api_v3
-from mosaik_api_v3.datetime import Converter
 
 from simulators.pq_profile import PQProfileSimulator
 from simulators.baseload.model import (
@@ -77,18 +75,7 @@ class BaseLoadSimulator(PQProfileSimulator):
         horizon_s : float, optional
             Horizon to precompute at creation [s] (default one day; extended on demand).
         """
-        if not time_resolution > 0:
-            raise ValueError(f"time_resolution must be > 0 s, got {time_resolution}")
-        ticks = step_s / time_resolution
-        if not (step_s > 0 and abs(ticks - round(ticks)) < 1e-9 and round(ticks) >= 1):
-            raise ValueError(
-                f"step_s ({step_s} s) must be a positive whole number of time_resolution ({time_resolution} s)"
-            )
-        self.sid = sid
-        self.step_s = float(step_s)
-        self.step_ticks = int(round(ticks))
-        self.start = Converter(start_date, time_resolution).datetime_from_step(0)
-        self.horizon_steps = 1 if horizon_s is None else max(1, int(math.ceil(horizon_s / step_s)))
+        self.set_clock(sid, time_resolution, start_date, step_s, horizon_s)
         return self.meta
 
     def create(

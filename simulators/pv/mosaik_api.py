@@ -22,7 +22,6 @@ import re
 from typing import Any
 
 import mosaik_api_v3
-from mosaik_api_v3.datetime import Converter
 
 from adapters.profiles import read_timeseries_csv
 from adapters.weather import PVSite
@@ -108,18 +107,7 @@ class PVSimulator(PQProfileSimulator):
         substep_s : float, default 300
             Longest sub-step for step means [s].
         """
-        if not time_resolution > 0:
-            raise ValueError(f"time_resolution must be > 0 s, got {time_resolution}")
-        ticks = step_s / time_resolution
-        if not (step_s > 0 and abs(ticks - round(ticks)) < 1e-9 and round(ticks) >= 1):
-            raise ValueError(
-                f"step_s ({step_s} s) must be a positive whole number of time_resolution ({time_resolution} s)"
-            )
-        self.sid = sid
-        self.time_resolution = float(time_resolution)
-        self.step_s = float(step_s)
-        self.step_ticks = int(round(ticks))
-        self.start = Converter(start_date, time_resolution).datetime_from_step(0)
+        self.set_clock(sid, time_resolution, start_date, step_s, horizon_s)
         self.site = None
         if latitude_deg is not None or longitude_deg is not None:
             if latitude_deg is None or longitude_deg is None:
@@ -131,7 +119,6 @@ class PVSimulator(PQProfileSimulator):
         self.profiles = None
         if profile_file is not None:
             self.profiles = read_timeseries_csv(profile_file, delimiter=profile_delimiter).frame
-        self.horizon_steps = 1 if horizon_s is None else max(1, int(math.ceil(horizon_s / step_s)))
         self.substep_s = float(substep_s)
         return self.meta
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from adapters.networks import load_network
 from simulators.ev_fleet.model import FleetModel

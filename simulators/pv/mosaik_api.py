@@ -17,7 +17,6 @@ its grid ``Bus-*`` entity; the grid sums all inputs at a bus.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 

@@ -173,6 +173,11 @@ class SchedulerConfig:
     # 0 = exact model
     fine_steps: int = field(default=0, metadata=_spec(lo=0, hi=10000))
     block_steps: int = field(default=4, metadata=_spec(lo=1, hi=1000))
+    # strategy "autonomous" (seed 001; docs/autonomous.md): cost of each EV charging
+    # away from home [-], and whether the outbound drive is charged only to EVs that
+    # moved (false: the paper's bookkeeping, every movable EV pays it)
+    autonomous_move_penalty: float = field(default=1e-3, metadata=_spec(lo=0, hi=1e3))
+    autonomous_exact_drive_energy: bool = True
     # strategy "replay": apply the EV powers recorded by another case of the scenario
     replay_case: str = ""
     replay_zero_q: bool = False

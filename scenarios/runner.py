@@ -327,6 +327,8 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                     ext_grid_vm_pu=grid_cfg.ext_grid_vm_pu,
                     mode=sc.mode, limits=limits, options=options, relinearise=sc.relinearise,
                     ac_iterations=sc.ac_iterations, e_star_kwh=estar,
+                    autonomous={"move_penalty": sc.autonomous_move_penalty,
+                                "exact_drive_energy": sc.autonomous_exact_drive_energy},
                     forecast_p_kw={str(b): list(map(float, v)) for b, v in fp.items()},
                     forecast_q_kvar={str(b): list(map(float, v)) for b, v in fq.items()},
                     ev_specs=[s.to_dict() for s in specs] if sc.mode == "day_ahead" else None,

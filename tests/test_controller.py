@@ -62,3 +62,29 @@ def test_plans_respect_charger_and_plug_windows():
     p = closed_loop(make_controller())
     assert p.max() <= 3.6 + 1e-6 and p.min() >= -1e-9
     assert np.all(p[:2, 3] == 0.0)  # EV-3 arrives at step 2
+
+
+def autonomous_plan(**autonomous) -> dict[str, int]:
+    """Charging bus per EV of a day-ahead autonomous plan on a loaded CIGRE LV feeder."""
+    net = load_network("cigre_lv")
+    load_p = {int(r.bus): [r.p_mw * 1e3 * 0.8] * N_STEPS for r in net.load.itertuples()}
+    load_q = {int(r.bus): [r.q_mvar * 1e3 * 0.8] * N_STEPS for r in net.load.itertuples()}
+    evs = [EVSpec(ev_id=f"EV-{i}", home_bus=b, capacity_kwh=16.0, charger_kva=3.6, efficiency=0.9,
+                  can_discharge=False, can_reactive=False, arrival_s=0.0,
+                  departure_s=float(N_STEPS * STEP_S), soc_initial=0.3, soc_target=1.0, autonomous=True)
+           for i, b in enumerate([2] * 4 + [19] * 30)]  # R1 and the feeder end R18
+    cfg = ControllerConfig("autonomous", "day_ahead", STEP_S, N_STEPS, GridBounds(0.92, 1.08),
+                           StrategyOptions(name="smart"), e_star_kwh=0.06, autonomous=autonomous)
+    controller = Controller(net, cfg, load_p, load_q, [s.to_dict() for s in evs])
+    fleet = FleetModel(evs, STEP_S, e_star_kwh=0.06, charging_buses=[2, 19])
+    fleet.step(0.0)
+    setpoints, info = controller.plan(0, fleet.fleet_state())
+    assert info.status != "fallback"
+    return {e: sp[2] for e, sp in setpoints.items()}
+
+
+def test_autonomous_options_reach_the_solver():
+    moved = sum(bus != (2 if int(e.split("-")[1]) < 4 else 19) for e, bus in autonomous_plan().items())
+    assert moved > 0  # the voltage at R18 binds: EVs drive to R1
+    prohibitive = autonomous_plan(move_penalty=1e3)
+    assert all(bus == (2 if int(e.split("-")[1]) < 4 else 19) for e, bus in prohibitive.items())

@@ -63,6 +63,10 @@ class ControllerConfig:
         each solve (receding mode).
     e_star_kwh : float
         Drive energy of an autonomous EV per leg [kWh] (seed 001, eq. (12g)).
+    autonomous : dict
+        Fields of ``AutonomousOptions`` for the autonomous strategy (e.g.
+        ``move_penalty``, ``exact_drive_energy``); the solver time limit comes from
+        ``options``.
     ac_iterations : int
         AC corrections of each plan (not in the papers): the plan is checked with
         a full AC power flow per step, the difference between AC and linearised
@@ -80,6 +84,7 @@ class ControllerConfig:
     relinearise: bool = False
     e_star_kwh: float = 0.0
     ac_iterations: int = 0
+    autonomous: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -366,9 +371,10 @@ class Controller:
         return offset
 
     def _solve_autonomous(self, problem: ChargingProblem) -> Schedule:
-        from simulators.scheduler.autonomous import solve_autonomous
+        from simulators.scheduler.autonomous import AutonomousOptions, solve_autonomous
 
-        result = solve_autonomous(problem, e_star_kwh=self.config.e_star_kwh)
+        opts = AutonomousOptions(**{"time_limit_s": self.config.options.time_limit_s, **self.config.autonomous})
+        result = solve_autonomous(problem, e_star_kwh=self.config.e_star_kwh, options=opts)
         bus_ids = self.sens.bus_ids
         self._plan_bus = {str(e): int(bus_ids[c]) for e, c in zip(problem.ev_ids, result.charge_col)}
         return result.schedule

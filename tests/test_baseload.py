@@ -6,7 +6,6 @@ import datetime as dt
 import math
 
 import mosaik
-import mosaik_api_v3
 import numpy as np
 import pandapower as pp
 import pandas as pd
@@ -34,6 +33,8 @@ from simulators.baseload.model import (
 from simulators.grid.naming import element_eids
 
 START = dt.datetime(2024, 5, 15, 16, 0)
+
+from tests.support.collector import Collector
 
 
 @pytest.fixture(scope="module")
@@ -264,35 +265,11 @@ def test_forecast_perfect_seeded_and_per_bus():
 # --- mosaik -------------------------------------------------------------------------
 
 
-class Collector(mosaik_api_v3.Simulator):
-    """Event-based sink that stores every input it receives."""
-
-    store: dict = {}
-
-    def __init__(self):
-        super().__init__({"api_version": "3.0", "type": "event-based",
-                          "models": {"Sink": {"public": True, "params": [], "attrs": ["p_kw", "q_kvar"],
-                                              "any_inputs": True}}})
-
-    def create(self, num, model):
-        return [{"eid": f"Sink-{i}", "type": model} for i in range(num)]
-
-    def step(self, time, inputs, max_advance):
-        for attrs in inputs.values():
-            for attr, src in attrs.items():
-                for full_id, value in src.items():
-                    Collector.store.setdefault((full_id.split(".", 1)[1], attr), {})[time] = value
-        return None
-
-    def get_data(self, outputs):
-        return {}
-
-
 def test_mosaik_world_baseload(cigre_lv):
     Collector.store = {}
     sim_config = {
         "BaseLoad": {"python": "simulators.baseload.mosaik_api:BaseLoadSimulator"},
-        "Collector": {"python": f"{__name__}:Collector"},
+        "Collector": {"python": "tests.support.collector:Collector"},
     }
     with mosaik.World(sim_config, debug=False) as world:
         bl_sim = world.start("BaseLoad", start_date="2024-05-15T16:00:00", step_s=900)

@@ -6,7 +6,6 @@ import datetime as dt
 import math
 
 import mosaik
-import mosaik_api_v3
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,6 +17,8 @@ from simulators.pv.model import CosPhiCharacteristic, PVModel, PVModelError, PVU
 NICOSIA = PVSite(35.17, 33.36, 150.0, "Asia/Nicosia")
 BERLIN = PVSite(52.52, 13.40, 40.0, "Europe/Berlin")
 MAY_DAY = dt.datetime(2024, 5, 15)
+
+from tests.support.collector import Collector
 
 
 # --- VDE-AR-N 4105 characteristic: hand-computed values ---------------------------
@@ -174,35 +175,11 @@ def test_forecast_perfect_and_noisy():
 # --- mosaik -----------------------------------------------------------------------
 
 
-class Collector(mosaik_api_v3.Simulator):
-    """Event-based sink that stores every input it receives."""
-
-    store: dict = {}
-
-    def __init__(self):
-        super().__init__({"api_version": "3.0", "type": "event-based",
-                          "models": {"Sink": {"public": True, "params": [], "attrs": ["p_kw", "q_kvar"],
-                                              "any_inputs": True}}})
-
-    def create(self, num, model):
-        return [{"eid": f"Sink-{i}", "type": model} for i in range(num)]
-
-    def step(self, time, inputs, max_advance):
-        for eid, attrs in inputs.items():
-            for attr, src in attrs.items():
-                for full_id, value in src.items():
-                    Collector.store.setdefault((full_id, attr), {})[time] = value
-        return None
-
-    def get_data(self, outputs):
-        return {}
-
-
 def test_mosaik_world_pv_and_plant():
     Collector.store = {}
     sim_config = {
         "PV": {"python": "simulators.pv.mosaik_api:PVSimulator"},
-        "Collector": {"python": f"{__name__}:Collector"},
+        "Collector": {"python": "tests.support.collector:Collector"},
     }
     with mosaik.World(sim_config, debug=False) as world:
         pv_sim = world.start("PV", start_date="2024-05-15T10:00:00", step_s=900,
@@ -218,16 +195,15 @@ def test_mosaik_world_pv_and_plant():
     assert [c.eid for c in plant.children] == ["PV-5-0", "PV-5-1"]
     model = PVModel([PVUnitSpec("PV-5-0", 5, kwp=10.4)], dt.datetime(2024, 5, 15, 10), 900, site=NICOSIA)
     p_ref, q_ref = model.window(0, 4)
-    key_p = next(k for k in Collector.store if k[0].endswith(".PV-5-0") and k[1] == "p_kw")
-    key_q = next(k for k in Collector.store if k[0].endswith(".PV-5-0") and k[1] == "q_kvar")
+    key_p, key_q = ("PV-5-0", "p_kw"), ("PV-5-0", "q_kvar")
     got = Collector.store[key_p]
     assert sorted(got) == [0, 900, 1800, 2700]
     assert all(type(v) is float for v in got.values())
     np.testing.assert_allclose([got[t] for t in sorted(got)], p_ref[:, 0])
     np.testing.assert_allclose([Collector.store[key_q][t] for t in sorted(got)], q_ref[:, 0])
-    plant_p = next(v for k, v in Collector.store.items() if k[0].endswith(".PVPlant-0") and k[1] == "p_kw")
-    c0 = next(v for k, v in Collector.store.items() if k[0].endswith(".PV-5-0") and k[1] == "p_kw")
-    c1 = next(v for k, v in Collector.store.items() if k[0].endswith(".PV-5-1") and k[1] == "p_kw")
+    plant_p = Collector.store[("PVPlant-0", "p_kw")]
+    c0 = Collector.store[("PV-5-0", "p_kw")]
+    c1 = Collector.store[("PV-5-1", "p_kw")]
     assert plant_p[0] == pytest.approx(c0[0] + c1[0])
     assert plant_p[0] < -5.0  # late morning in May: well producing
 

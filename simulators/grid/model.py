@@ -413,6 +413,25 @@ def _sum_value(value: float | Iterable[float]) -> float:
     raise TypeError(f"expected a number, got {value!r}")
 
 
+def _place(values, positions: Mapping[int, int], offset: int, target: np.ndarray, kind: str,
+           element: str, unknown: str) -> None:
+    """Write summed demand [kW or kvar] into ``target`` [MW or Mvar] at the element's row.
+
+    Raises ValueError naming the element on unknown ids, bad or non-finite values.
+    """
+    for key, value in (values or {}).items():
+        pos = positions.get(int(key))
+        if pos is None:
+            raise ValueError(f"{kind}: {element} {key!r} {unknown}")
+        try:
+            total = _sum_value(value)
+        except TypeError as exc:
+            raise ValueError(f"{kind} of {element} {key!r}: {exc}") from None
+        if not math.isfinite(total):
+            raise ValueError(f"{kind} of {element} {key!r} is not finite: {value!r}")
+        target[offset + pos] = total / _KW_PER_MW
+
+
 class GridModel:
     """AC power flow of one pandapower network with co-simulated extra loads.
 
@@ -803,32 +822,10 @@ class GridModel:
         p_mw = np.concatenate([self._load_p_mw, np.zeros(self._n_bus)])
         q_mvar = np.concatenate([self._load_q_mvar, np.zeros(self._n_bus)])
         n_load = len(self.load_ids)
-        for values, target, kind in ((bus_p_kw, p_mw, "bus p_kw"),
-                                     (bus_q_kvar, q_mvar, "bus q_kvar")):
-            for bus, value in (values or {}).items():
-                pos = self._bus_pos.get(int(bus))
-                if pos is None:
-                    raise ValueError(f"{kind}: bus {bus!r} is not in the network")
-                try:
-                    total = _sum_value(value)
-                except TypeError as exc:
-                    raise ValueError(f"{kind} of bus {bus!r}: {exc}") from None
-                if not math.isfinite(total):
-                    raise ValueError(f"{kind} of bus {bus!r} is not finite: {value!r}")
-                target[n_load + pos] = total / _KW_PER_MW
-        for values, target, kind in ((load_p_kw, p_mw, "load p_kw"),
-                                     (load_q_kvar, q_mvar, "load q_kvar")):
-            for load, value in (values or {}).items():
-                pos = self._load_pos.get(int(load))
-                if pos is None:
-                    raise ValueError(f"{kind}: load {load!r} is not one of the network's loads")
-                try:
-                    value = _sum_value(value)
-                except TypeError as exc:
-                    raise ValueError(f"{kind} of load {load!r}: {exc}") from None
-                if not math.isfinite(value):
-                    raise ValueError(f"{kind} of load {load!r} is not finite: {value!r}")
-                target[pos] = value / _KW_PER_MW
+        for values, target, kind in ((bus_p_kw, p_mw, "bus p_kw"), (bus_q_kvar, q_mvar, "bus q_kvar")):
+            _place(values, self._bus_pos, n_load, target, kind, "bus", "is not in the network")
+        for values, target, kind in ((load_p_kw, p_mw, "load p_kw"), (load_q_kvar, q_mvar, "load q_kvar")):
+            _place(values, self._load_pos, 0, target, kind, "load", "is not one of the network's loads")
         return p_mw, q_mvar
 
     def step(

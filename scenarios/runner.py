@@ -33,6 +33,7 @@ import mosaik
 import mosaik.util
 import numpy as np
 
+from adapters import mosaik_progress
 from adapters.networks import load_network
 from scenarios.buses import resolve_bus
 from scenarios.config import Case, Scenario
@@ -280,6 +281,7 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
         options["solver"] = "clarabel"
     errors = _ErrorLog()
     n_steps, step_s = meta.n_steps, meta.step_s
+    mosaik_progress.install()  # mosaik 3.6's step cost otherwise grows with the step count
     try:
         with mosaik.World(sim_config(case), time_resolution=1.0, cache=False,
                           skip_greetings=True, configure_logging=False) as world:

@@ -30,10 +30,9 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import mosaik
-import mosaik.util
 import numpy as np
 
-from adapters import mosaik_progress
+from adapters import mosaik_fixes
 from adapters.networks import load_network
 from scenarios.buses import resolve_bus
 from scenarios.config import Case, Scenario
@@ -281,11 +280,13 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
         options["solver"] = "clarabel"
     errors = _ErrorLog()
     n_steps, step_s = meta.n_steps, meta.step_s
-    mosaik_progress.install()  # mosaik 3.6's step cost otherwise grows with the step count
+    mosaik_fixes.install()  # see adapters/mosaik_fixes.py (step cost, remote simulators)
     try:
         with mosaik.World(sim_config(case), time_resolution=1.0, cache=False,
                           skip_greetings=True, configure_logging=False) as world:
-            grid_sim = world.start("Grid", step_s=step_s, start_date=start_iso)
+            # numpy columns in records only if the recorder shares the process
+            arrays = case.simulators["recorder"].starter == "python"
+            grid_sim = world.start("Grid", step_s=step_s, start_date=start_iso, records_arrays=arrays)
             grid = grid_sim.Grid(network=grid_cfg.network, vm_min_pu=grid_cfg.vm_min_pu,
                                  vm_max_pu=grid_cfg.vm_max_pu,
                                  max_line_loading_percent=grid_cfg.max_line_loading_percent,
@@ -294,7 +295,8 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
             children = {e.eid: e for e in grid.children}
             bus_eid = element_eids(net, "bus")  # the grid simulator names buses by this rule
 
-            bl_sim = world.start("BaseLoad", start_date=start_iso, step_s=step_s, horizon_s=meta.horizon_s)
+            bl_sim = world.start("BaseLoad", start_date=start_iso, step_s=step_s, horizon_s=meta.horizon_s,
+                                 records_arrays=arrays)
             bl = bl_sim.BaseLoad(network=grid_cfg.network, source=case.baseload.source,
                                  csv_path=(str(case.base_dir / case.baseload.csv_path)
                                            if case.baseload.source == "csv" else None),
@@ -302,22 +304,21 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                                  base_dir=str(case.base_dir))
             for load in bl.children:
                 world.connect(load, children[load.eid], "p_kw", "q_kvar")
-            sources = list(bl.children)
+            recorded = [bl]  # simulators whose records (one table per step) go to the recorder
 
             units = pv_units(case, net)
             if units:
-                pv_sim = world.start("PV", start_date=start_iso, step_s=step_s,
-                                     horizon_s=meta.horizon_s, **pv_site_params(case))
-                pv_entities = []
-                for u in units:
-                    params = {k: v for k, v in u.items() if v is not None}
-                    pv = pv_sim.PV(**params)
+                pv_sim = world.start("PV", start_date=start_iso, step_s=step_s, horizon_s=meta.horizon_s,
+                                     records_arrays=arrays, **pv_site_params(case))
+                plant = pv_sim.PVPlant(units=[{k: v for k, v in u.items() if v is not None}
+                                              for u in units])
+                for pv, u in zip(plant.children, units):
                     world.connect(pv, children[bus_eid[u["bus"]]], "p_kw", "q_kvar")
-                    pv_entities.append(pv)
-                sources += pv_entities
+                recorded.append(plant)
 
             with world.group():
-                fleet_sim = world.start("Fleet", step_size=step_s, start_date=start_iso)
+                fleet_sim = world.start("Fleet", step_size=step_s, start_date=start_iso,
+                                        records_arrays=arrays)
                 charging_buses = None
                 if case.fleet.autonomous:
                     charging_buses = sorted({s.home_bus for s in specs})
@@ -345,7 +346,8 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
 
             rec = world.start("Recorder").Recorder(out_dir=str(out_dir), metadata=metadata)
             world.connect(grid, rec, *GRID_ATTRS, "records")  # records: every Bus/Line/Trafo output
-            mosaik.util.connect_many_to_one(world, sources, rec, "p_kw", "q_kvar")
+            for source in recorded:
+                world.connect(source, rec, "records")  # every Load / PV output, one value per step
             world.connect(fleet, rec, "records")  # every EV and EVBus output, one value per step
             world.connect(sched, rec, *SCHED_ATTRS)
             setup_s = time.perf_counter() - wall0

@@ -2,16 +2,20 @@
 
 The base-load and PV simulators both hold a model with ``step_values(step) ->
 (p_kw, q_kvar)`` arrays (one column per unit) and publish, per entity, the sum over
-that entity's columns (one unit, or a parent summing its children).
+that entity's columns (one unit, or a parent summing its children). A parent also
+publishes ``records``: its units' values as one table (:mod:`simulators.records`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import mosaik_api_v3
 import numpy as np
 from mosaik_api_v3.datetime import Converter
+
+from simulators.records import as_lists, column
 
 
 class PQProfileSimulator(mosaik_api_v3.Simulator):
@@ -22,6 +26,8 @@ class PQProfileSimulator(mosaik_api_v3.Simulator):
     """
 
     kind = "profile"
+    records_table = "Unit"
+    """Table name of the units in ``records``."""
 
     def __init__(self, meta: dict) -> None:
         super().__init__(meta)
@@ -31,7 +37,7 @@ class PQProfileSimulator(mosaik_api_v3.Simulator):
         self._values: tuple[np.ndarray, np.ndarray] | None = None
 
     def set_clock(self, sid: str, time_resolution: float, start_date: str, step_s: float,
-                  horizon_s: float | None) -> None:
+                  horizon_s: float | None, records_arrays: bool = False) -> None:
         """Check and keep the clock (``init``'s common part).
 
         Parameters
@@ -44,6 +50,9 @@ class PQProfileSimulator(mosaik_api_v3.Simulator):
             Step length [s]; a positive whole number of ticks.
         horizon_s : float or None
             Horizon to precompute [s] (None: one step; models extend on demand).
+        records_arrays : bool, default False
+            Publish ``records`` columns as numpy arrays (only if every consumer
+            runs in mosaik's process; :mod:`simulators.records`).
         """
         if not time_resolution > 0:
             raise ValueError(f"time_resolution must be > 0 s, got {time_resolution}")
@@ -53,6 +62,7 @@ class PQProfileSimulator(mosaik_api_v3.Simulator):
                 f"step_s ({step_s} s) must be a positive whole number of time_resolution ({time_resolution} s)"
             )
         self.sid = sid
+        self.records_arrays = bool(records_arrays)
         self.time_resolution = float(time_resolution)
         self.step_s = float(step_s)
         self.step_ticks = int(round(ticks))
@@ -81,13 +91,25 @@ class PQProfileSimulator(mosaik_api_v3.Simulator):
             raise RuntimeError("get_data before the first step")
         p, q = self._values
         arrays = {"p_kw": p, "q_kvar": q}
-        data: dict[str, dict[str, float]] = {}
+        data: dict[str, dict[str, Any]] = {}
         for eid, attrs in outputs.items():
             cols = self.entity_columns(eid)
             row = {}
             for attr in attrs:
+                if attr == "records":
+                    row[attr] = self._records(cols)
+                    continue
                 if attr not in arrays:
                     raise ValueError(f"unknown attribute {attr!r} of {eid}")
                 row[attr] = float(arrays[attr][cols].sum())
             data[eid] = row
         return data
+
+    def _records(self, cols: list[int]) -> dict[str, dict[str, Any]]:
+        """The units behind ``cols`` as one ``records`` table."""
+        p, q = self._values
+        ids = self.model.ids
+        listed = as_lists(self)
+        return {self.records_table: {"entity": [ids[c] for c in cols],
+                                     "p_kw": column(p[cols], listed),
+                                     "q_kvar": column(q[cols], listed)}}

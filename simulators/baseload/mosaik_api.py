@@ -11,7 +11,8 @@ One ``BaseLoad`` entity per network, with one child ``Load`` entity per row of
 
 Outputs (load convention, built-in floats; value at tick ``t`` = mean over
 ``[t, t + step)``): ``p_kw``, ``q_kvar`` per ``Load``; the ``BaseLoad`` parent
-publishes the sums.
+publishes the sums, and ``records``: every load's values as one table ``"Load"``
+(:mod:`simulators.records`; connect it to a recorder instead of every load).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ META = {
     "api_version": "3.0",
     "type": "time-based",
     "models": {
-        "BaseLoad": {"public": True, "params": list(PARAMS), "attrs": list(OUTPUTS)},
+        "BaseLoad": {"public": True, "params": list(PARAMS), "attrs": [*OUTPUTS, "records"]},
         "Load": {"public": False, "params": [], "attrs": list(OUTPUTS)},
     },
 }
@@ -47,6 +48,7 @@ class BaseLoadSimulator(PQProfileSimulator):
     """Base load per network load; see the module docstring."""
 
     kind = "base-load"
+    records_table = "Load"
 
     def __init__(self) -> None:
         super().__init__(META)
@@ -63,6 +65,7 @@ class BaseLoadSimulator(PQProfileSimulator):
         start_date: str,
         step_s: float,
         horizon_s: float | None = None,
+        records_arrays: bool = False,
     ) -> dict:
         """Set the clock.
 
@@ -74,8 +77,11 @@ class BaseLoadSimulator(PQProfileSimulator):
             Step length [s]; a whole number of ``time_resolution``.
         horizon_s : float, optional
             Horizon to precompute at creation [s] (default one day; extended on demand).
+        records_arrays : bool, default False
+            Publish ``records`` columns as numpy arrays (only if every consumer
+            runs in mosaik's process; :mod:`simulators.records`).
         """
-        self.set_clock(sid, time_resolution, start_date, step_s, horizon_s)
+        self.set_clock(sid, time_resolution, start_date, step_s, horizon_s, records_arrays)
         return self.meta
 
     def create(

@@ -21,6 +21,8 @@ Entities (see ``docs/conventions.md``):
   value, ``{"EV": {"entity": [...], "soc": [...], ...}, "EVBus": {...}}``. A
   recorder reads the whole fleet through this one attribute: connecting
   thousands of per-EV attributes costs mosaik ~30 us per value and step.
+  Columns are lists, or numpy arrays when started in-process with
+  ``records_arrays=True`` (:mod:`simulators.records`).
 
 Timing: the fleet steps itself every ``step_size`` seconds. When setpoints
 arrive at the same time (from a scheduler in a same-time loop), it is stepped
@@ -44,6 +46,7 @@ from mosaik_api_v3.datetime import Converter
 
 from simulators.ev_fleet.model import FleetModel
 from simulators.ev_fleet.population import EVSpec
+from simulators.records import as_lists, column
 
 __all__ = ["EV_ATTRS", "EVBUS_ATTRS", "FLEET_EID", "META", "FleetSimulator", "main"]
 
@@ -109,6 +112,7 @@ class FleetSimulator(mosaik_api_v3.Simulator):
         time_resolution: float = 1.0,
         step_size: float = 900,
         start_date: str | None = None,
+        records_arrays: bool = False,
     ) -> dict[str, Any]:
         """Check the time base.
 
@@ -122,6 +126,9 @@ class FleetSimulator(mosaik_api_v3.Simulator):
             Step length [s]; must be a whole number of ticks.
         start_date : str, optional
             ISO date-time of tick 0 (only checked and kept for conversions).
+        records_arrays : bool, default False
+            Publish ``records`` columns as numpy arrays (only if every consumer
+            runs in mosaik's process; :mod:`simulators.records`).
 
         Raises
         ------
@@ -142,6 +149,7 @@ class FleetSimulator(mosaik_api_v3.Simulator):
                 f"time_resolution ({time_resolution} s)"
             )
         self._time_resolution = float(time_resolution)
+        self.records_arrays = bool(records_arrays)
         self._step_s = float(step_size)
         self._step_ticks = int(round(ticks))
         if start_date is not None:
@@ -234,20 +242,27 @@ class FleetSimulator(mosaik_api_v3.Simulator):
         return merged
 
     def get_data(self, outputs: dict[str, list[str]]) -> dict[str, Any]:
-        """Return the requested outputs as built-in Python values."""
+        """Return the requested outputs as built-in Python values (``records``
+        columns: see :mod:`simulators.records`)."""
         model = self._model
         if model is None:
             raise RuntimeError("get_data before the Fleet was created")
-        cache: dict[str, list[Any]] = {}
+        arrays: dict[str, np.ndarray] = {}
+        lists: dict[str, list[Any]] = {}
 
-        def ev_values(attr: str) -> list[Any]:
-            if attr not in cache:
+        def ev_array(attr: str) -> np.ndarray:
+            if attr not in arrays:
                 arr = np.asarray(getattr(model, attr))
                 if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                     bad = model.ev_ids[int(np.flatnonzero(~np.isfinite(arr))[0])]
                     raise RuntimeError(f"non-finite output {attr} of {bad}")
-                cache[attr] = arr.tolist()
-            return cache[attr]
+                arrays[attr] = arr
+            return arrays[attr]
+
+        def ev_values(attr: str) -> list[Any]:
+            if attr not in lists:
+                lists[attr] = ev_array(attr).tolist()
+            return lists[attr]
 
         bus_pq: tuple[list[float], list[float]] | None = None
         data: dict[str, Any] = {}
@@ -261,9 +276,12 @@ class FleetSimulator(mosaik_api_v3.Simulator):
                     row["fleet_state"] = model.fleet_state()
                 if "records" in attrs:
                     p, q = model.bus_power()
+                    listed = as_lists(self)
                     row["records"] = {
-                        "EV": {"entity": list(self._ev_eids), **{a: ev_values(a) for a in EV_ATTRS}},
-                        "EVBus": {"entity": list(self._bus_eids), "p_kw": p.tolist(), "q_kvar": q.tolist()},
+                        "EV": {"entity": list(self._ev_eids),
+                               **{a: column(ev_array(a), listed) for a in EV_ATTRS}},
+                        "EVBus": {"entity": list(self._bus_eids), "p_kw": column(p, listed),
+                                  "q_kvar": column(q, listed)},
                     }
                 if row:
                     data[eid] = row

@@ -48,11 +48,13 @@ from pathlib import Path
 from typing import Any
 
 import mosaik_api_v3
+import numpy as np
 from mosaik_api_v3.datetime import Converter
 
 from adapters.networks import load_network
 from simulators.grid.model import GridLimits, GridModel, GridState
 from simulators.grid.naming import element_eids
+from simulators.records import as_lists, column
 
 GRID_PARAMS = (
     "network", "vm_min_pu", "vm_max_pu", "max_line_loading_percent",
@@ -110,6 +112,7 @@ class GridSimulator(mosaik_api_v3.Simulator):
 
     def __init__(self) -> None:
         super().__init__(META)
+        self._record_index: tuple = ()
         self.sid: str | None = None
         self.step_ticks: int | None = None
         self.converter: Converter | None = None
@@ -119,7 +122,7 @@ class GridSimulator(mosaik_api_v3.Simulator):
         self._bus_pos: dict[int, int] = {}
 
     def init(self, sid: str, time_resolution: float = 1.0, *, step_s: float,
-             start_date: str | None = None) -> dict:
+             start_date: str | None = None, records_arrays: bool = False) -> dict:
         """Set the clock.
 
         Parameters
@@ -132,6 +135,9 @@ class GridSimulator(mosaik_api_v3.Simulator):
             Step length [s]; a whole positive number of ``time_resolution``.
         start_date : str, optional
             ISO 8601 time of tick 0 (kept for converting ticks to datetimes).
+        records_arrays : bool, default False
+            Publish ``records`` columns as numpy arrays (only if every consumer
+            runs in mosaik's process; :mod:`simulators.records`).
         """
         if isinstance(time_resolution, bool) or not isinstance(time_resolution, (int, float)) \
                 or not (math.isfinite(time_resolution) and time_resolution > 0):
@@ -145,6 +151,7 @@ class GridSimulator(mosaik_api_v3.Simulator):
             raise ValueError(f"step_s ({step_s} s) must be a positive whole number of "
                              f"time_resolution ({time_resolution} s)")
         self.sid = sid
+        self.records_arrays = bool(records_arrays)
         self.step_ticks = int(round(ticks))
         self.converter = None if start_date is None else Converter(start_date, time_resolution)
         return self.meta
@@ -194,7 +201,21 @@ class GridSimulator(mosaik_api_v3.Simulator):
                 children.append({"eid": eid, "type": kind})
         self.model = GridModel(net, limits, solver=solver)
         self._bus_pos = {int(b): k for k, b in enumerate(self.model.bus_ids)}
+        self._record_index = self._index_records()
         return [{"eid": GRID_EID, "type": "Grid", "children": children}]
+
+    def _index_records(self) -> tuple:
+        """Entity ids and result-array positions of every Bus, Line and Trafo."""
+        members: dict[str, list[tuple[str, int]]] = {"Bus": [], "Line": [], "Trafo": []}
+        for eid, (kind, index) in self._entities.items():
+            if kind in members:
+                members[kind].append((eid, index))
+        model = self.model
+        bus_pos = np.array([self._bus_pos.get(i, -1) for _, i in members["Bus"]], dtype=np.int64)
+        line_pos = np.array([int(model.line_pos[i]) for _, i in members["Line"]], dtype=np.int64)
+        trafo_pos = np.array([int(model.trafo_pos[i]) for _, i in members["Trafo"]], dtype=np.int64)
+        ids = {kind: [eid for eid, _ in m] for kind, m in members.items()}
+        return ids["Bus"], bus_pos, ids["Line"], line_pos, ids["Trafo"], trafo_pos
 
     def step(self, time: int, inputs: dict, max_advance: int) -> int:
         """Collect the inputs, solve the power flow, return the next tick."""
@@ -236,23 +257,31 @@ class GridSimulator(mosaik_api_v3.Simulator):
             data[eid] = values
         return data
 
-    def _records(self, state: GridState) -> dict[str, dict[str, list]]:
+    def _records(self, state: GridState) -> dict[str, dict[str, Any]]:
         """Every Bus, Line and Trafo output in one columnar value (for a recorder).
 
         One value per step instead of one per entity and attribute: mosaik spends
-        tens of microseconds on each value it routes.
+        tens of microseconds on each value it routes. A de-energised bus has NaN
+        (recorded as null) for its voltage.
         """
-        by_kind: dict[str, list[tuple[str, int]]] = {"Bus": [], "Line": [], "Trafo": []}
-        for eid, (kind, index) in self._entities.items():
-            if kind in by_kind:
-                by_kind[kind].append((eid, index))
-        out = {}
-        for kind, members in by_kind.items():
-            cols: dict[str, list] = {"entity": [eid for eid, _ in members]}
-            for attr in ENTITY_SPECS[kind][3]:
-                cols[attr] = [self._value(state, kind, index, attr) for _, index in members]
-            out[kind] = cols
-        return out
+        bus_ids, bus_pos, line_ids, line_pos, trafo_ids, trafo_pos = self._record_index
+        listed = as_lists(self)
+        energised = bus_pos >= 0
+        safe = np.where(energised, bus_pos, 0)
+
+        def at_bus(values: np.ndarray) -> np.ndarray:
+            return np.where(energised, values[safe], np.nan)
+
+        return {
+            "Bus": {"entity": bus_ids, "vm_pu": column(at_bus(state.vm_pu), listed),
+                    "va_degree": column(at_bus(state.va_degree), listed)},
+            "Line": {"entity": line_ids, "i_ka": column(state.line_i_ka[line_pos], listed),
+                     "loading_percent": column(state.line_loading_percent[line_pos], listed)},
+            "Trafo": {"entity": trafo_ids,
+                      "loading_percent": column(state.trafo_loading_percent[trafo_pos], listed),
+                      "p_hv_kw": column(state.trafo_p_hv_kw[trafo_pos], listed),
+                      "q_hv_kvar": column(state.trafo_q_hv_kvar[trafo_pos], listed)},
+        }
 
     def _value(self, state: GridState, kind: str, index: int, attr: str) -> Any:
         """One output as a built-in type, or None when there is no valid value."""

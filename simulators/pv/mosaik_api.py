@@ -11,7 +11,8 @@ Start it, then create units one by one (``PV``) or many at once (``PVPlant``)::
 
 Outputs (load convention, built-in floats, value at tick ``t`` = mean over
 ``[t, t + step)``): ``p_kw`` (<= 0) and ``q_kvar`` (>= 0, absorbed per VDE-AR-N 4105
-cos phi(P)). A ``PVPlant`` publishes the sums over its units. Connect each ``PV`` to
+cos phi(P)). A ``PVPlant`` publishes the sums over its units, and ``records``: its
+units' values as one table ``"PV"`` (:mod:`simulators.records`). Connect each ``PV`` to
 its grid ``Bus-*`` entity; the grid sums all inputs at a bus.
 """
 
@@ -40,7 +41,7 @@ META = {
     "type": "time-based",
     "models": {
         "PV": {"public": True, "params": list(UNIT_PARAMS), "attrs": list(OUTPUTS)},
-        "PVPlant": {"public": True, "params": ["units"], "attrs": list(OUTPUTS)},
+        "PVPlant": {"public": True, "params": ["units"], "attrs": [*OUTPUTS, "records"]},
     },
 }
 
@@ -58,6 +59,7 @@ class PVSimulator(PQProfileSimulator):
     """Rooftop PV units; see the module docstring."""
 
     kind = "PV"
+    records_table = "PV"
 
     def __init__(self) -> None:
         super().__init__(META)
@@ -87,6 +89,7 @@ class PVSimulator(PQProfileSimulator):
         profile_delimiter: str = ",",
         horizon_s: float | None = None,
         substep_s: float = 300.0,
+        records_arrays: bool = False,
     ) -> dict:
         """Set the clock and the site.
 
@@ -105,8 +108,11 @@ class PVSimulator(PQProfileSimulator):
             Horizon to precompute at setup [s] (default one day; extended on demand).
         substep_s : float, default 300
             Longest sub-step for step means [s].
+        records_arrays : bool, default False
+            Publish ``records`` columns as numpy arrays (only if every consumer
+            runs in mosaik's process; :mod:`simulators.records`).
         """
-        self.set_clock(sid, time_resolution, start_date, step_s, horizon_s)
+        self.set_clock(sid, time_resolution, start_date, step_s, horizon_s, records_arrays)
         self.site = None
         if latitude_deg is not None or longitude_deg is not None:
             if latitude_deg is None or longitude_deg is None:

@@ -30,6 +30,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -55,11 +56,12 @@ class _TableStream:
             self.close()
             path = self.directory / f"part-{self.part:04d}.arrows"
             self.part += 1
-            self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
+            # Arrow's own unbuffered file: every batch reaches the OS as it is
+            # written, without a Python-level write call per buffer.
+            self.file = pa.OSFile(str(path), "wb")
             self.writer = pa.ipc.new_stream(self.file, table.schema)
             self.schema = table.schema
         self.writer.write_table(table)
-        self.file.flush()
 
     def close(self) -> None:
         if self.writer is not None:
@@ -87,6 +89,7 @@ class StepWriter:
         if marker.exists():
             marker.unlink()
         self._streams: dict[str, _TableStream] = {}
+        self._entity_columns: dict[str, tuple[list[str], pa.Array]] = {}
 
     def write_metadata(self, metadata: Mapping) -> None:
         """Write ``metadata.json`` (scenario, seed, package versions)."""
@@ -130,13 +133,23 @@ class StepWriter:
         n = len(columns["entity"])
         if n == 0:
             return
-        data = {"time_s": pa.array([int(time_s)] * n, pa.int64())}
-        for name in sorted(columns, key=lambda c: (c != "entity", c)):
-            data[name] = _column(columns[name])
+        data = {"time_s": pa.array(np.full(n, int(time_s), dtype=np.int64)),
+                "entity": self._entities(table, columns["entity"])}
+        for name in sorted(columns):
+            if name != "entity":
+                data[name] = _column(columns[name])
         stream = self._streams.get(table)
         if stream is None:
             stream = self._streams[table] = _TableStream(self.results_dir / table)
         stream.write(pa.table(data))
+
+    def _entities(self, table: str, ids: Sequence[str]) -> pa.Array:
+        """The entity column, converted once while a table's entities stay the same."""
+        ids = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+        cached = self._entity_columns.get(table)
+        if cached is None or cached[0] != ids:
+            cached = self._entity_columns[table] = (ids, pa.array(ids, pa.string()))
+        return cached[1]
 
     def close(self) -> None:
         """Close every open stream (the data stays readable)."""
@@ -150,17 +163,34 @@ class StepWriter:
         mark_complete(self.out_dir, summary)
 
 
-def _column(values: Sequence) -> pa.Array:
-    """One column as an Arrow array: NaN and inf become null, nested values JSON text."""
+def _column(values: Sequence | np.ndarray) -> pa.Array:
+    """One column as an Arrow array: NaN and inf become null, nested values JSON text.
+
+    Numeric columns (lists of numbers or numpy arrays, as our simulators publish
+    them) go through numpy, which is several times faster than Arrow's conversion
+    of Python lists plus a compute kernel for the non-finite mask.
+    """
+    if isinstance(values, np.ndarray):
+        arr = values
+    elif len(values) and type(values[0]) in (float, int, bool):
+        arr = np.asarray(values)
+    else:
+        arr = None
+    if arr is not None and arr.ndim == 1:
+        if arr.dtype.kind == "f":
+            bad = ~np.isfinite(arr)
+            return pa.array(arr, mask=bad if bad.any() else None)
+        if arr.dtype.kind in "biu":
+            return pa.array(arr)
     try:
-        arr = pa.array(values, from_pandas=True)  # from_pandas: NaN -> null
+        out = pa.array(values, from_pandas=True)  # from_pandas: NaN -> null
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return pa.array([_clean(v) for v in values])
-    if pa.types.is_floating(arr.type):
-        return pc.if_else(pc.is_finite(arr), arr, pa.scalar(None, arr.type))
-    if pa.types.is_nested(arr.type):
+    if pa.types.is_floating(out.type):
+        return pc.if_else(pc.is_finite(out), out, pa.scalar(None, out.type))
+    if pa.types.is_nested(out.type):
         return pa.array([_clean(v) for v in values])
-    return arr
+    return out
 
 
 def _clean(value: object) -> object:

@@ -4,7 +4,7 @@ import mosaik
 import pytest
 from mosaik.progress import Progress
 
-from adapters import mosaik_progress
+from adapters import mosaik_fixes
 from tests.support.collector import Collector
 
 SIM_CONFIG = {"Ticker": {"python": "tests.support.ticker:Ticker"},
@@ -14,9 +14,9 @@ N_STEPS = 300
 
 def _run(patched: bool, monkeypatch) -> tuple[dict, int]:
     """Ticker -> event-based sink for N_STEPS; (what the sink saw, most futures walked)."""
-    mosaik_progress.uninstall()
+    mosaik_fixes.uninstall()
     if patched:
-        assert mosaik_progress.install()
+        assert mosaik_fixes.install()
     inner = Progress.set
     longest = [0]
 
@@ -32,7 +32,7 @@ def _run(patched: bool, monkeypatch) -> tuple[dict, int]:
         world.connect(tick, sink, "value")
         world.run(until=10 * N_STEPS, print_progress=False)
     monkeypatch.undo()
-    mosaik_progress.uninstall()
+    mosaik_fixes.uninstall()
     return dict(Collector.store), longest[0]
 
 
@@ -50,4 +50,4 @@ def test_stock_mosaik_keeps_one_cancelled_future_per_step_and_patch_does_not(mon
 @pytest.mark.parametrize(("version", "expected"), [("3.6.0", True), ("3.6.2", True), ("3.5.1", False),
                                                     ("3.60.0", False), ("4.0.0", False)])
 def test_patch_only_for_checked_versions(version, expected):
-    assert mosaik_progress.applies(version) is expected
+    assert mosaik_fixes.applies(version) is expected

@@ -37,7 +37,7 @@ class PQProfileSimulator(mosaik_api_v3.Simulator):
         self._values: tuple[np.ndarray, np.ndarray] | None = None
 
     def set_clock(self, sid: str, time_resolution: float, start_date: str, step_s: float,
-                  horizon_s: float | None, records_arrays: bool = False) -> None:
+                  horizon_s: float | None, numpy_columns: bool = False) -> None:
         """Check and keep the clock (``init``'s common part).
 
         Parameters
@@ -50,9 +50,10 @@ class PQProfileSimulator(mosaik_api_v3.Simulator):
             Step length [s]; a positive whole number of ticks.
         horizon_s : float or None
             Horizon to precompute [s] (None: one step; models extend on demand).
-        records_arrays : bool, default False
-            Publish ``records`` columns as numpy arrays (only if every consumer
-            runs in mosaik's process; :mod:`simulators.records`).
+        numpy_columns : bool, default False
+            Publish column-wise outputs (``records``, ``fleet_state``) as numpy
+            arrays (only if every consumer runs in mosaik's process;
+            :mod:`simulators.records`).
         """
         if not time_resolution > 0:
             raise ValueError(f"time_resolution must be > 0 s, got {time_resolution}")
@@ -62,7 +63,7 @@ class PQProfileSimulator(mosaik_api_v3.Simulator):
                 f"step_s ({step_s} s) must be a positive whole number of time_resolution ({time_resolution} s)"
             )
         self.sid = sid
-        self.records_arrays = bool(records_arrays)
+        self.numpy_columns = bool(numpy_columns)
         self.time_resolution = float(time_resolution)
         self.step_s = float(step_s)
         self.step_ticks = int(round(ticks))

@@ -7,8 +7,9 @@ value it routes). The recorder writes such tables as they are.
 
 Columns are lists by default: mosaik's wire format is JSON, and a consumer may
 run in another process even when the producer does not. A simulator started in
-mosaik's process with ``records_arrays=True`` (its ``init`` parameter; the runner
-sets it when the recorder runs in-process too) publishes numpy arrays instead,
+mosaik's process with ``numpy_columns=True`` (its ``init`` parameter; the runner
+sets it when the recorder and the scheduler run in-process too) publishes numpy
+arrays instead, in ``records`` and in the fleet's column-wise ``fleet_state``,
 which saves a conversion on either side (~40 us per 1 000 values). Non-finite
 floats mean "no value" and are recorded as nulls.
 """
@@ -29,12 +30,12 @@ def over_wire(simulator: mosaik_api_v3.Simulator) -> bool:
 
 
 def as_lists(simulator: mosaik_api_v3.Simulator) -> bool:
-    """Whether ``simulator`` must publish ``records`` columns as lists.
+    """Whether ``simulator`` must publish column-wise outputs as lists.
 
-    False only for an in-process simulator whose ``records_arrays`` attribute
+    False only for an in-process simulator whose ``numpy_columns`` attribute
     (set from its ``init`` parameter) is true.
     """
-    return over_wire(simulator) or not getattr(simulator, "records_arrays", False)
+    return over_wire(simulator) or not getattr(simulator, "numpy_columns", False)
 
 
 def column(values: np.ndarray, as_lists: bool) -> np.ndarray | list:

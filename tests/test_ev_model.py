@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from simulators.ev_fleet.model import FleetModel
 from simulators.ev_fleet.population import EVSpec, FleetDistributions, sample_fleet
+from simulators.scheduler.fleet_view import FleetView
 
 START = dt.datetime(2024, 1, 15, 16, 0)
 HORIZON_S = 16 * 3600.0
@@ -382,7 +383,7 @@ def test_fleet_state_only_arrived_evs():
     ]
     m = FleetModel(specs, 900.0)
     m.step(0.0)
-    state = m.fleet_state()
+    state = FleetView.from_value(m.fleet_state())
     assert list(state) == ["EV-0"]
     assert set(state["EV-0"]) == {
         "soc", "plugged", "bus", "home_bus", "capacity_kwh", "charger_kva",
@@ -391,9 +392,9 @@ def test_fleet_state_only_arrived_evs():
     }
     assert state["EV-0"]["plugged"] is True and type(state["EV-0"]["soc"]) is float
     m.step(900.0)
-    assert list(m.fleet_state()) == ["EV-0"]
+    assert list(FleetView.from_value(m.fleet_state())) == ["EV-0"]
     m.step(1800.0)
-    state = m.fleet_state()
+    state = FleetView.from_value(m.fleet_state())
     assert state["EV-0"]["plugged"] is False and state["EV-1"]["plugged"] is True
     assert state["EV-1"]["bus"] == 4
 
@@ -455,7 +456,7 @@ def test_autonomous_move_and_return():
     m.step(0.0, {"EV-0": (3.6, 0.0, 1)})
     assert m.e_drive_kwh[0] == pytest.approx(E_STAR)
     m.step(900.0)
-    assert m.fleet_state()["EV-0"]["bus"] == 1
+    assert FleetView.from_value(m.fleet_state())["EV-0"]["bus"] == 1
     expected = 0.5 + (0.9 * 3.6 * 0.25 - E_STAR) / 16.0
     assert m.soc[0] == pytest.approx(expected)
     # stays at bus 1 without a bus in the setpoint, departs at 2700 s

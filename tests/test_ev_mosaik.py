@@ -14,6 +14,7 @@ from mosaik.starters import PythonStarter
 from simulators.ev_fleet.model import FleetModel
 from simulators.ev_fleet.mosaik_api import EV_ATTRS, META, FleetSimulator
 from simulators.ev_fleet.population import EVSpec
+from simulators.scheduler.fleet_view import FleetView
 
 STEP = 900
 
@@ -70,8 +71,9 @@ class TinyScheduler(mosaik_api_v3.Simulator):
         if "fleet_state" not in inputs["Sched"]:
             self.out = None
             return None
-        (state,) = inputs["Sched"]["fleet_state"].values()
-        self.log.append((time, copy.deepcopy(state)))
+        (columns,) = inputs["Sched"]["fleet_state"].values()
+        state = FleetView.from_value(columns)
+        self.log.append((time, {ev: dict(s) for ev, s in state.items()}))
         p = setpoint_rule(time)
         self.out = {
             ev: [p, 0.0] if self.bus is None else [p, 0.0, self.bus]
@@ -304,7 +306,7 @@ def test_step_publishes_fleet_state_once_per_time_and_builtin_types():
     sim = make_sim()
     sim.step(0, {}, 10_000)
     out = sim.get_data({"Fleet": ["fleet_state"], "EV-0": EV_ATTRS, "EVBus-1": ["p_kw"]})
-    assert set(out["Fleet"]["fleet_state"]) == {"EV-0", "EV-1"}
+    assert FleetView.from_value(out["Fleet"]["fleet_state"]).ids == ["EV-0", "EV-1"]
     assert out["EVBus-1"]["p_kw"] == 0.0
     sp = {"Sched-0.Sched": {"EV-0": [3.0, 0.0], "EV-1": [1.0, 0.0]}}
     assert sim.step(0, {"Fleet": {"setpoints": sp}}, 10_000) == STEP

@@ -65,7 +65,7 @@ class BaseLoadSimulator(PQProfileSimulator):
         start_date: str,
         step_s: float,
         horizon_s: float | None = None,
-        records_arrays: bool = False,
+        numpy_columns: bool = False,
     ) -> dict:
         """Set the clock.
 
@@ -77,11 +77,12 @@ class BaseLoadSimulator(PQProfileSimulator):
             Step length [s]; a whole number of ``time_resolution``.
         horizon_s : float, optional
             Horizon to precompute at creation [s] (default one day; extended on demand).
-        records_arrays : bool, default False
-            Publish ``records`` columns as numpy arrays (only if every consumer
-            runs in mosaik's process; :mod:`simulators.records`).
+        numpy_columns : bool, default False
+            Publish column-wise outputs (``records``, ``fleet_state``) as numpy
+            arrays (only if every consumer runs in mosaik's process;
+            :mod:`simulators.records`).
         """
-        self.set_clock(sid, time_resolution, start_date, step_s, horizon_s, records_arrays)
+        self.set_clock(sid, time_resolution, start_date, step_s, horizon_s, numpy_columns)
         return self.meta
 
     def create(

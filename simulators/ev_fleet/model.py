@@ -219,22 +219,9 @@ class FleetModel:
         self._e_out_tot = np.zeros(n)
         self._e_drive_tot = np.zeros(n)
         self._res = self._interval(0.0, 0.0)
-        self._static_state = [
-            {
-                "home_bus": s.home_bus,
-                "capacity_kwh": s.capacity_kwh,
-                "charger_kva": s.charger_kva,
-                "efficiency": s.efficiency,
-                "can_discharge": s.can_discharge,
-                "can_reactive": s.can_reactive,
-                "departure_s": s.departure_s,
-                "soc_target": s.soc_target,
-                "soc_min": s.soc_min,
-                "soc_max": s.soc_max,
-                "autonomous": s.autonomous,
-            }
-            for s in specs
-        ]
+        static = ("home_bus", "capacity_kwh", "charger_kva", "efficiency", "can_discharge",
+                  "can_reactive", "departure_s", "soc_target", "soc_min", "soc_max", "autonomous")
+        self._static_state = {name: np.array([getattr(s, name) for s in specs]) for name in static}
 
     # ------------------------------------------------------------------ SimPy
     def _ev_process(self, i: int):
@@ -599,27 +586,36 @@ class FleetModel:
             np.bincount(col, weights=self._res.q_kvar, minlength=nb),
         )
 
-    def fleet_state(self) -> dict[str, dict[str, Any]]:
-        """What an operator knows at ``t``: the EVs that have arrived.
+    def fleet_state(self, as_lists: bool = True) -> dict[str, Any]:
+        """What an operator knows at ``t``: the EVs that have arrived, column-wise.
 
         EVs that have not arrived yet are absent; departed EVs stay listed with
         ``plugged = False``. ``bus`` is the bus at ``t`` (before a move ordered
-        for the current interval). Values are built-in Python types.
+        for the current interval). Read it with
+        :class:`simulators.scheduler.fleet_view.FleetView`.
+
+        Parameters
+        ----------
+        as_lists : bool, default True
+            Columns as lists of built-in values (JSON-able); False gives numpy
+            arrays (for a consumer in the same process).
 
         Returns
         -------
         dict
-            ev_id -> dict(soc, plugged, bus, home_bus, capacity_kwh,
-            charger_kva, efficiency, can_discharge, can_reactive, departure_s,
-            soc_target, soc_min, soc_max, autonomous).
+            ``"ev_id"`` -> ids, and one column each of soc, plugged, bus, home_bus,
+            capacity_kwh, charger_kva, efficiency, can_discharge, can_reactive,
+            departure_s, soc_target, soc_min, soc_max, autonomous.
         """
         rows = np.flatnonzero(self.arrived)
-        soc = self._soc_start[rows].tolist()
-        plugged = self.plugged[rows].tolist()
-        bus = self.buses[self._col_start[rows]].tolist()
-        static = self._static_state
-        ids = self.ev_ids
-        return {
-            ids[i]: {"soc": soc[j], "plugged": plugged[j], "bus": bus[j], **static[i]}
-            for j, i in enumerate(rows.tolist())
+        columns = {
+            "soc": self._soc_start[rows],
+            "plugged": self.plugged[rows],
+            "bus": self.buses[self._col_start[rows]],
+            **{name: col[rows] for name, col in self._static_state.items()},
         }
+        ids = self.ev_ids
+        out: dict[str, Any] = {"ev_id": [ids[i] for i in rows.tolist()]}
+        for name, col in columns.items():
+            out[name] = col.tolist() if as_lists else col
+        return out

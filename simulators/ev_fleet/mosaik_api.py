@@ -5,8 +5,8 @@ Entities (see ``docs/conventions.md``):
 - ``Fleet`` (public, one per simulator instance; eid ``"Fleet"``): input
   ``setpoints`` (trigger): dict ev_id -> ``[p_kw, q_kvar]`` or
   ``[p_kw, q_kvar, bus]``. Several sources are merged; the same EV from two
-  sources is an error. Output ``fleet_state`` (non-persistent): dict ev_id ->
-  state dict of the EVs that have arrived (see
+  sources is an error. Output ``fleet_state`` (non-persistent): the EVs that
+  have arrived, column-wise (``{"ev_id": [...], "soc": [...], ...}``, see
   :meth:`FleetModel.fleet_state`); published once per time ``t``, by the first
   step at ``t`` only, so that a scheduler fed by it and feeding ``setpoints``
   back over a ``weak`` connection runs exactly one same-time loop per step.
@@ -22,7 +22,7 @@ Entities (see ``docs/conventions.md``):
   recorder reads the whole fleet through this one attribute: connecting
   thousands of per-EV attributes costs mosaik ~30 us per value and step.
   Columns are lists, or numpy arrays when started in-process with
-  ``records_arrays=True`` (:mod:`simulators.records`).
+  ``numpy_columns=True`` (:mod:`simulators.records`).
 
 Timing: the fleet steps itself every ``step_size`` seconds. When setpoints
 arrive at the same time (from a scheduler in a same-time loop), it is stepped
@@ -112,7 +112,7 @@ class FleetSimulator(mosaik_api_v3.Simulator):
         time_resolution: float = 1.0,
         step_size: float = 900,
         start_date: str | None = None,
-        records_arrays: bool = False,
+        numpy_columns: bool = False,
     ) -> dict[str, Any]:
         """Check the time base.
 
@@ -126,9 +126,10 @@ class FleetSimulator(mosaik_api_v3.Simulator):
             Step length [s]; must be a whole number of ticks.
         start_date : str, optional
             ISO date-time of tick 0 (only checked and kept for conversions).
-        records_arrays : bool, default False
-            Publish ``records`` columns as numpy arrays (only if every consumer
-            runs in mosaik's process; :mod:`simulators.records`).
+        numpy_columns : bool, default False
+            Publish column-wise outputs (``records``, ``fleet_state``) as numpy
+            arrays (only if every consumer runs in mosaik's process;
+            :mod:`simulators.records`).
 
         Raises
         ------
@@ -149,7 +150,7 @@ class FleetSimulator(mosaik_api_v3.Simulator):
                 f"time_resolution ({time_resolution} s)"
             )
         self._time_resolution = float(time_resolution)
-        self.records_arrays = bool(records_arrays)
+        self.numpy_columns = bool(numpy_columns)
         self._step_s = float(step_size)
         self._step_ticks = int(round(ticks))
         if start_date is not None:
@@ -273,7 +274,7 @@ class FleetSimulator(mosaik_api_v3.Simulator):
                     if attr not in ("fleet_state", "records"):
                         raise ValueError(f"Fleet has no output {attr!r}")
                 if self._publish_state and "fleet_state" in attrs:
-                    row["fleet_state"] = model.fleet_state()
+                    row["fleet_state"] = model.fleet_state(as_lists=as_lists(self))
                 if "records" in attrs:
                     p, q = model.bus_power()
                     listed = as_lists(self)

@@ -122,7 +122,7 @@ class GridSimulator(mosaik_api_v3.Simulator):
         self._bus_pos: dict[int, int] = {}
 
     def init(self, sid: str, time_resolution: float = 1.0, *, step_s: float,
-             start_date: str | None = None, records_arrays: bool = False) -> dict:
+             start_date: str | None = None, numpy_columns: bool = False) -> dict:
         """Set the clock.
 
         Parameters
@@ -135,9 +135,10 @@ class GridSimulator(mosaik_api_v3.Simulator):
             Step length [s]; a whole positive number of ``time_resolution``.
         start_date : str, optional
             ISO 8601 time of tick 0 (kept for converting ticks to datetimes).
-        records_arrays : bool, default False
-            Publish ``records`` columns as numpy arrays (only if every consumer
-            runs in mosaik's process; :mod:`simulators.records`).
+        numpy_columns : bool, default False
+            Publish column-wise outputs (``records``, ``fleet_state``) as numpy
+            arrays (only if every consumer runs in mosaik's process;
+            :mod:`simulators.records`).
         """
         if isinstance(time_resolution, bool) or not isinstance(time_resolution, (int, float)) \
                 or not (math.isfinite(time_resolution) and time_resolution > 0):
@@ -151,7 +152,7 @@ class GridSimulator(mosaik_api_v3.Simulator):
             raise ValueError(f"step_s ({step_s} s) must be a positive whole number of "
                              f"time_resolution ({time_resolution} s)")
         self.sid = sid
-        self.records_arrays = bool(records_arrays)
+        self.numpy_columns = bool(numpy_columns)
         self.step_ticks = int(round(ticks))
         self.converter = None if start_date is None else Converter(start_date, time_resolution)
         return self.meta

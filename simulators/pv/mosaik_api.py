@@ -89,7 +89,7 @@ class PVSimulator(PQProfileSimulator):
         profile_delimiter: str = ",",
         horizon_s: float | None = None,
         substep_s: float = 300.0,
-        records_arrays: bool = False,
+        numpy_columns: bool = False,
     ) -> dict:
         """Set the clock and the site.
 
@@ -108,11 +108,12 @@ class PVSimulator(PQProfileSimulator):
             Horizon to precompute at setup [s] (default one day; extended on demand).
         substep_s : float, default 300
             Longest sub-step for step means [s].
-        records_arrays : bool, default False
-            Publish ``records`` columns as numpy arrays (only if every consumer
-            runs in mosaik's process; :mod:`simulators.records`).
+        numpy_columns : bool, default False
+            Publish column-wise outputs (``records``, ``fleet_state``) as numpy
+            arrays (only if every consumer runs in mosaik's process;
+            :mod:`simulators.records`).
         """
-        self.set_clock(sid, time_resolution, start_date, step_s, horizon_s, records_arrays)
+        self.set_clock(sid, time_resolution, start_date, step_s, horizon_s, numpy_columns)
         self.site = None
         if latitude_deg is not None or longitude_deg is not None:
             if latitude_deg is None or longitude_deg is None:

@@ -2,7 +2,8 @@
 
 Pure model (no mosaik). The mosaik adapter (:mod:`.mosaik_api`) hands it, each
 step, what a real operator would have: the state of the EVs that are plugged in
-(:class:`FleetView`, built from the fleet simulator's ``fleet_state``), the last
+(:class:`~simulators.scheduler.fleet_view.FleetView` of the fleet simulator's
+``fleet_state``), the last
 measured grid voltages, and forecasts of the base load and PV. It returns one
 setpoint per plugged EV for the current step.
 
@@ -34,6 +35,7 @@ import numpy as np
 import pandapower as pp
 
 from simulators.grid.sensitivity import Sensitivities, compute_sensitivities
+from simulators.scheduler.fleet_view import FleetView
 from simulators.scheduler.problem import ChargingProblem, GridBounds, Schedule, StrategyOptions
 
 MODES = ("day_ahead", "receding")
@@ -206,8 +208,8 @@ class Controller:
         ----------
         k : int
             Step index from the start of the horizon.
-        fleet : mapping ev_id -> state
-            ``fleet_state`` of the EV fleet: plugged EVs with ``soc``, ``bus``,
+        fleet : FleetView, column-wise dict or mapping ev_id -> state
+            ``fleet_state`` of the EV fleet: EVs with ``soc``, ``plugged``, ``bus``,
             ``departure_s``, ``capacity_kwh``, ``charger_kva``, ``efficiency``,
             ``soc_target``, ``soc_min``, ``soc_max``, ``can_discharge``,
             ``can_reactive``, ``home_bus``.
@@ -221,7 +223,7 @@ class Controller:
         info : PlanInfo
         """
         cfg = self.config
-        plugged = {e: s for e, s in fleet.items() if s.get("plugged", True)}
+        plugged = FleetView.from_value(fleet).plugged()
         if cfg.strategy == "uncoordinated":
             return self._uncoordinated(k, plugged)
         if cfg.strategy == "replay":
@@ -264,23 +266,19 @@ class Controller:
         if row <= 0 or row >= plan.p_kw.shape[0] or not set(plugged) <= set(self._plan_ids):
             return False
         index = {e: i for i, e in enumerate(self._plan_ids)}
-        cols = np.array([index[e] for e in plugged])
-        soc_now = np.array([float(s["soc"]) for s in plugged.values()])
+        cols = np.array([index[e] for e in plugged], dtype=int)
+        soc_now = plugged.col("soc")
         return bool(np.all(np.abs(plan.soc[row, cols] - soc_now) <= soc_tol))
 
-    def _uncoordinated(self, k: int, plugged: Mapping[str, Mapping]):
-        """Full power from plug-in until target (seed 000, eq. (13))."""
+    def _uncoordinated(self, k: int, plugged: FleetView):
+        """Full power from plug-in until target (seed 000, eq. (13)); vectorised."""
         cfg = self.config
         dt_h = cfg.step_s / 3600.0
         t1 = (k + 1) * cfg.step_s
-        out: dict[str, list[float]] = {}
-        for ev_id, s in plugged.items():
-            if s["departure_s"] < t1 - 1e-9:
-                out[ev_id] = [0.0, 0.0]
-                continue
-            need_kwh = max(0.0, (s["soc_target"] - s["soc"]) * s["capacity_kwh"])
-            p = min(float(s["charger_kva"]), need_kwh / (s["efficiency"] * dt_h))
-            out[ev_id] = [p, 0.0]
+        need_kwh = np.maximum(0.0, (plugged.col("soc_target") - plugged.col("soc")) * plugged.col("capacity_kwh"))
+        p = np.minimum(plugged.col("charger_kva"), need_kwh / (plugged.col("efficiency") * dt_h))
+        p[plugged.col("departure_s") < t1 - 1e-9] = 0.0  # leaves inside the step
+        out = {ev_id: [pk, 0.0] for ev_id, pk in zip(plugged.ids, p.tolist())}
         return out, PlanInfo("closed_form", 0.0, False, 0.0, float("nan"))
 
     def _problem(self, k: int, specs: Sequence[Mapping], initial: bool) -> ChargingProblem:

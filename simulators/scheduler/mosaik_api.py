@@ -16,6 +16,7 @@ import mosaik_api_v3
 
 from adapters.networks import load_network
 from simulators.scheduler.controller import Controller, ControllerConfig
+from simulators.scheduler.fleet_view import FleetView
 from simulators.scheduler.problem import GridBounds, StrategyOptions
 
 META = {
@@ -87,10 +88,7 @@ class SchedulerSimulator(mosaik_api_v3.Simulator):
         if state is None or time == self._last_time:
             return None
         self._last_time = time
-        for ev_id, s in state.items():
-            for key in ("soc", "departure_s"):
-                if not math.isfinite(float(s[key])):
-                    raise ValueError(f"fleet_state of {ev_id}: {key} is not finite ({s[key]!r})")
+        state = FleetView.from_value(state)  # checks every EV's numbers are finite
         k = int(round(time * self.time_resolution / self.step_s))
         setpoints, info = self.controller.plan(k, state, self._measured)
         self._out = {

@@ -537,3 +537,22 @@ def test_spec_fields_match_conventions():
         "can_discharge", "can_reactive", "arrival_s", "departure_s", "soc_initial",
         "soc_target", "soc_min", "soc_max", "autonomous",
     ]
+
+
+def test_column_wise_setpoints_equal_per_ev_setpoints():
+    specs = [make_spec(ev_id=f"EV-{i}", soc_initial=0.2 + 0.1 * i, can_discharge=True) for i in range(4)]
+    rows = {"EV-0": [3.0, 0.0], "EV-2": [-1.5, 0.0], "EV-3": [7.0, 1.0]}
+    columns = {"ev_id": list(rows), "p_kw": [v[0] for v in rows.values()],
+               "q_kvar": [v[1] for v in rows.values()]}
+    a, b = FleetModel(specs, 900.0), FleetModel(specs, 900.0)
+    for t in (0.0, 900.0, 1800.0):
+        a.step(t, rows)
+        b.step(t, columns)
+        for attr in ("soc", "p_kw", "q_kvar", "p_clipped_kw", "q_clipped_kvar"):
+            np.testing.assert_array_equal(getattr(a, attr), getattr(b, attr))
+    with pytest.raises(ValueError, match="p_kw of EV-2 is not finite"):
+        b.step(2700.0, dict(columns, p_kw=[1.0, float("nan"), 1.0]))
+    with pytest.raises(ValueError, match="more than once"):
+        FleetModel(specs, 900.0).step(0.0, {"ev_id": ["EV-0", "EV-0"], "p_kw": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="unknown EV"):
+        FleetModel(specs, 900.0).step(0.0, {"ev_id": ["EV-9"], "p_kw": [1.0]})

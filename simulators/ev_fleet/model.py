@@ -71,6 +71,7 @@ import numpy as np
 import simpy
 
 from simulators.ev_fleet.population import EVSpec
+from simulators.setpoints import is_columnar
 
 __all__ = ["FleetModel", "IntervalResult"]
 
@@ -169,6 +170,8 @@ class FleetModel:
         self.specs: tuple[EVSpec, ...] = tuple(specs)
         self.ev_ids: tuple[str, ...] = tuple(ids)
         self._index = {ev_id: i for i, ev_id in enumerate(ids)}
+        self._last_setpoint_ids: list[str] | None = None  # index cache of column-wise setpoints
+        self._last_setpoint_idx = np.zeros(0, dtype=np.int64)
 
         buses = {s.home_bus for s in specs}
         if charging_buses is not None:
@@ -256,7 +259,8 @@ class FleetModel:
         setpoints : Mapping[str, Sequence], optional
             ev_id -> ``(p_kw, q_kvar)`` or ``(p_kw, q_kvar, bus)``: requested
             power while plugged [kW], [kvar] (load convention) and, for
-            autonomous EVs, the pandapower bus to charge at (``None``: stay).
+            autonomous EVs, the pandapower bus to charge at (``None``: stay);
+            or the same column-wise (:func:`simulators.setpoints.is_columnar`).
 
         Raises
         ------
@@ -320,6 +324,8 @@ class FleetModel:
                 f"setpoints must be a dict ev_id -> [p_kw, q_kvar(, bus)], got "
                 f"{type(setpoints).__name__}"
             )
+        if is_columnar(setpoints):
+            return self._parse_columns(setpoints)
         try:
             idx = np.fromiter(
                 (self._index[k] for k in setpoints), dtype=np.int64, count=len(setpoints)
@@ -352,6 +358,48 @@ class FleetModel:
             if bj is not None and self._auto[idx[j]]:
                 bus[j] = self._col_of(ev_id, bj)
         return idx, p, q, bus
+
+    def _parse_columns(
+        self, setpoints: Mapping[str, Sequence[Any]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Column-wise setpoints (see :func:`simulators.setpoints.is_columnar`); same checks as per EV."""
+        ids = [str(e) for e in setpoints["ev_id"]]
+        if ids != self._last_setpoint_ids:  # the plugged set rarely changes between steps
+            try:
+                self._last_setpoint_idx = np.array([self._index[e] for e in ids], dtype=np.int64)
+            except KeyError as err:
+                raise ValueError(f"setpoint for unknown EV {err.args[0]!r}") from None
+            if len(set(ids)) != len(ids):
+                raise ValueError("column-wise setpoints list an EV more than once")
+            self._last_setpoint_ids = ids
+        idx = self._last_setpoint_idx
+        cols = []
+        for name in ("p_kw", "q_kvar"):
+            raw = setpoints.get(name)
+            if raw is None:
+                if name == "p_kw":
+                    raise ValueError("column-wise setpoints need a 'p_kw' column")
+                cols.append(np.zeros(len(ids)))
+                continue
+            try:
+                col = np.asarray(raw, dtype=float)
+            except (TypeError, ValueError):
+                raise ValueError(f"setpoints column {name!r} is not numeric") from None
+            if col.shape != (len(ids),):
+                raise ValueError(f"setpoints column {name!r} has {col.size} values for {len(ids)} EVs")
+            bad = np.flatnonzero(~np.isfinite(col))
+            if bad.size:
+                raise ValueError(f"setpoint {name} of {ids[bad[0]]} is not finite: {col[bad[0]]!r}")
+            cols.append(col)
+        bus = np.full(len(ids), _NO_BUS, dtype=np.int64)
+        if setpoints.get("bus") is not None:
+            buses = list(setpoints["bus"])
+            if len(buses) != len(ids):
+                raise ValueError(f"setpoints column 'bus' has {len(buses)} values for {len(ids)} EVs")
+            for j in np.flatnonzero(self._auto[idx]).tolist():
+                if buses[j] is not None:
+                    bus[j] = self._col_of(ids[j], buses[j])
+        return idx, cols[0], cols[1], bus
 
     def _parse_one(self, ev_id: str, val: Any) -> tuple[float, float, Any]:
         if isinstance(val, (str, bytes, Mapping)) or not hasattr(val, "__len__"):

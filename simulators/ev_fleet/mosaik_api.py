@@ -4,7 +4,8 @@ Entities (see ``docs/conventions.md``):
 
 - ``Fleet`` (public, one per simulator instance; eid ``"Fleet"``): input
   ``setpoints`` (trigger): dict ev_id -> ``[p_kw, q_kvar]`` or
-  ``[p_kw, q_kvar, bus]``. Several sources are merged; the same EV from two
+  ``[p_kw, q_kvar, bus]``, or the same column-wise (``{"ev_id": [...], "p_kw":
+  [...], "q_kvar": [...](, "bus": [...])}``). Several sources are merged; the same EV from two
   sources is an error. Output ``fleet_state`` (non-persistent): the EVs that
   have arrived, column-wise (``{"ev_id": [...], "soc": [...], ...}``, see
   :meth:`FleetModel.fleet_state`); published once per time ``t``, by the first
@@ -47,6 +48,7 @@ from mosaik_api_v3.datetime import Converter
 from simulators.ev_fleet.model import FleetModel
 from simulators.ev_fleet.population import EVSpec
 from simulators.records import as_lists, column
+from simulators.setpoints import setpoint_rows
 
 __all__ = ["EV_ATTRS", "EVBUS_ATTRS", "FLEET_EID", "META", "FleetSimulator", "main"]
 
@@ -223,17 +225,19 @@ class FleetSimulator(mosaik_api_v3.Simulator):
         return time + self._step_ticks
 
     @staticmethod
-    def _merge_setpoints(by_source: Mapping[str, Any]) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for src in sorted(by_source):
-            value = by_source[src]
-            if value is None:
-                continue
+    def _merge_setpoints(by_source: Mapping[str, Any]) -> Mapping[str, Any]:
+        values = {src: v for src, v in by_source.items() if v is not None}
+        for src, value in values.items():
             if not isinstance(value, Mapping):
                 raise ValueError(
-                    f"setpoints from {src} must be a dict ev_id -> [p_kw, q_kvar(, bus)], "
-                    f"got {type(value).__name__}"
+                    f"setpoints from {src} must be a dict ev_id -> [p_kw, q_kvar(, bus)] "
+                    f"or column-wise, got {type(value).__name__}"
                 )
+        if len(values) == 1:  # the usual case: one scheduler, passed on as it is
+            return next(iter(values.values()))
+        merged: dict[str, Any] = {}
+        for src in sorted(values):
+            value = setpoint_rows(values[src])
             twice = merged.keys() & value.keys()
             if twice:
                 raise ValueError(

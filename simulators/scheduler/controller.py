@@ -219,7 +219,8 @@ class Controller:
 
         Returns
         -------
-        setpoints : dict ev_id -> [p_kw, q_kvar] (or [p_kw, q_kvar, bus])
+        setpoints : dict ev_id -> [p_kw, q_kvar] (or [p_kw, q_kvar, bus]), or the
+            same column-wise (uncoordinated; :func:`simulators.setpoints.is_columnar`)
         info : PlanInfo
         """
         cfg = self.config
@@ -278,7 +279,7 @@ class Controller:
         need_kwh = np.maximum(0.0, (plugged.col("soc_target") - plugged.col("soc")) * plugged.col("capacity_kwh"))
         p = np.minimum(plugged.col("charger_kva"), need_kwh / (plugged.col("efficiency") * dt_h))
         p[plugged.col("departure_s") < t1 - 1e-9] = 0.0  # leaves inside the step
-        out = {ev_id: [pk, 0.0] for ev_id, pk in zip(plugged.ids, p.tolist())}
+        out = {"ev_id": list(plugged.ids), "p_kw": p.tolist(), "q_kvar": [0.0] * p.size}
         return out, PlanInfo("closed_form", 0.0, False, 0.0, float("nan"))
 
     def _problem(self, k: int, specs: Sequence[Mapping], initial: bool) -> ChargingProblem:

@@ -18,6 +18,7 @@ from adapters.networks import load_network
 from simulators.scheduler.controller import Controller, ControllerConfig
 from simulators.scheduler.fleet_view import FleetView
 from simulators.scheduler.problem import GridBounds, StrategyOptions
+from simulators.setpoints import is_columnar
 
 META = {
     "api_version": "3.0",
@@ -98,7 +99,7 @@ class SchedulerSimulator(mosaik_api_v3.Simulator):
             "fallback": bool(info.fallback),
             "soft_violation_max": float(info.soft_violation_max),
             "objective": float(info.objective) if math.isfinite(info.objective) else None,
-            "n_planned": len(setpoints),
+            "n_planned": len(setpoints["ev_id"]) if is_columnar(setpoints) else len(setpoints),
         }
         return None
 

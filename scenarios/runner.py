@@ -287,6 +287,12 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                           skip_greetings=True, configure_logging=False) as world:
             # numpy columns (records, fleet_state) only if their consumers share the process
             arrays = all(case.simulators[k].starter == "python" for k in ("recorder", "scheduler"))
+            # First, so that its writer process starts while the others are set up. A
+            # recorder in a process of its own writes there: mosaik ends remote
+            # simulators without waiting for their finalize, so a writer process
+            # under it could still be writing when the summary reads the results.
+            writer = "process" if case.simulators["recorder"].starter == "python" else "inline"
+            rec = world.start("Recorder").Recorder(out_dir=str(out_dir), metadata=metadata, writer=writer)
             grid_sim = world.start("Grid", step_s=step_s, start_date=start_iso, numpy_columns=arrays)
             grid = grid_sim.Grid(network=grid_cfg.network, vm_min_pu=grid_cfg.vm_min_pu,
                                  vm_max_pu=grid_cfg.vm_max_pu,
@@ -345,7 +351,6 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                 world.connect(evbus, children[bus_eid[bus]], "p_kw", "q_kvar")
             world.connect(grid, sched, "bus_vm_pu", "bus_va_degree", time_shifted=step_s)
 
-            rec = world.start("Recorder").Recorder(out_dir=str(out_dir), metadata=metadata)
             world.connect(grid, rec, *GRID_ATTRS, "records")  # records: every Bus/Line/Trafo output
             for source in recorded:
                 world.connect(source, rec, "records")  # every Load / PV output, one value per step

@@ -2,7 +2,10 @@
 
 import mosaik
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from mosaik.progress import Progress
+from mosaik.tiered_time import TieredDuration, TieredTime
 
 from adapters import mosaik_fixes
 from tests.support.collector import Collector
@@ -51,3 +54,21 @@ def test_stock_mosaik_keeps_one_cancelled_future_per_step_and_patch_does_not(mon
                                                     ("3.60.0", False), ("4.0.0", False)])
 def test_patch_only_for_checked_versions(version, expected):
     assert mosaik_fixes.applies(version) is expected
+
+
+@st.composite
+def _time_and_duration(draw):
+    length = draw(st.integers(1, 4))
+    cutoff = draw(st.integers(1, length))
+    pre_length = draw(st.integers(cutoff, 4))
+    ints = st.integers(0, 10**6)
+    duration = TieredDuration(*draw(st.lists(ints, min_size=length, max_size=length)),
+                              cutoff=cutoff, pre_length=pre_length)
+    time = TieredTime(*draw(st.lists(ints, min_size=pre_length, max_size=pre_length)))
+    return time, duration
+
+
+@given(_time_and_duration())
+def test_tuple_arithmetic_equals_mosaiks(case):
+    time, duration = case
+    assert mosaik_fixes.add_duration(time.tiers, duration) == (time + duration).tiers

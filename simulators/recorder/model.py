@@ -29,12 +29,18 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas and pyarrow.parquet are imported where they are used: the background
+# writer process (simulators/recorder/writer_process.py) needs neither, and they
+# would double its start-up time.
 
 COMPLETE_MARKER = "COMPLETE"
 RESULTS_DIR = "results"
@@ -77,18 +83,22 @@ class StepWriter:
     Parameters
     ----------
     out_dir : Path
-        Run directory; created if missing. Earlier results inside are removed.
+        Run directory; created if missing.
+    clean : bool
+        Remove earlier results (streams, Parquet files, completion marker) first.
+        False for a writer continuing in a directory prepared by another one.
     """
 
-    def __init__(self, out_dir: Path):
+    def __init__(self, out_dir: Path, clean: bool = True):
         self.out_dir = Path(out_dir)
         self.results_dir = self.out_dir / RESULTS_DIR
         self.results_dir.mkdir(parents=True, exist_ok=True)
-        for old in list(self.results_dir.glob("*/part-*.arrows")) + list(self.results_dir.glob("*.parquet")):
-            old.unlink()
-        marker = self.out_dir / COMPLETE_MARKER
-        if marker.exists():
-            marker.unlink()
+        if clean:
+            for old in list(self.results_dir.glob("*/part-*.arrows")) + list(self.results_dir.glob("*.parquet")):
+                old.unlink()
+            marker = self.out_dir / COMPLETE_MARKER
+            if marker.exists():
+                marker.unlink()
         self._streams: dict[str, _TableStream] = {}
         self._entity_columns: dict[str, tuple[list[str], pa.Array]] = {}
 
@@ -224,6 +234,8 @@ def _read_stream(path: Path) -> list[pa.RecordBatch]:
 def _read_arrow(out_dir: Path, table: str) -> pa.Table | None:
     parquet = Path(out_dir) / RESULTS_DIR / f"{table}.parquet"
     if parquet.exists():
+        import pyarrow.parquet as pq
+
         return pq.read_table(parquet)
     parts = []
     for path in sorted((Path(out_dir) / RESULTS_DIR / table).glob("part-*.arrows")):
@@ -237,6 +249,8 @@ def _read_arrow(out_dir: Path, table: str) -> pa.Table | None:
 
 def consolidate(out_dir: Path) -> None:
     """Turn every table's streams into ``results/<table>.parquet`` (completed runs)."""
+    import pyarrow.parquet as pq
+
     rdir = Path(out_dir) / RESULTS_DIR
     for table in tables(out_dir):
         data = _read_arrow(out_dir, table)

@@ -7,6 +7,10 @@ all our simulators name their entities.
 
 An input named ``records`` carries whole tables at once (``{table: {"entity": [...],
 attr: [...]}}``, e.g. the fleet's ``Fleet.records``); they are written as they are.
+
+``writer="process"`` (the default) converts and writes in a child process
+(:mod:`simulators.recorder.writer_process`), off the co-simulation's critical path;
+``writer="inline"`` writes in the simulator's own step.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from pathlib import Path
 import mosaik_api_v3
 
 from simulators.recorder.model import StepWriter
+from simulators.recorder.writer_process import WriterProcess
+
+#: Where a Recorder converts and writes its steps (``create`` parameter ``writer``).
+WRITERS = ("process", "inline")
 
 META = {
     "api_version": "3.0",
@@ -24,7 +32,7 @@ META = {
         "Recorder": {
             "public": True,
             "any_inputs": True,
-            "params": ["out_dir", "metadata"],
+            "params": ["out_dir", "metadata", "writer"],
             "attrs": [],
         },
     },
@@ -42,7 +50,7 @@ class RecorderSimulator(mosaik_api_v3.Simulator):
 
     def __init__(self) -> None:
         super().__init__(META)
-        self.writer: StepWriter | None = None
+        self.writer: StepWriter | WriterProcess | None = None
         self.time_resolution = 1.0
 
     def init(self, sid, time_resolution=1.0, **sim_params):
@@ -51,11 +59,15 @@ class RecorderSimulator(mosaik_api_v3.Simulator):
         self.time_resolution = float(time_resolution)
         return self.meta
 
-    def create(self, num, model, out_dir, metadata=None):
+    def create(self, num, model, out_dir, metadata=None, writer="process"):
         if num != 1 or self.writer is not None:
             raise ValueError("exactly one Recorder entity per simulator")
-        self.writer = StepWriter(Path(out_dir))
+        if writer not in WRITERS:
+            raise ValueError(f"writer must be one of {WRITERS}, got {writer!r}")
+        self.writer = StepWriter(Path(out_dir))  # removes earlier results
         self.writer.write_metadata(metadata or {})
+        if writer == "process":
+            self.writer = WriterProcess(Path(out_dir))
         return [{"eid": "Recorder", "type": model}]
 
     def step(self, time, inputs, max_advance):
@@ -73,6 +85,8 @@ class RecorderSimulator(mosaik_api_v3.Simulator):
                     by_table.setdefault(table, {}).setdefault(eid, {})[attr] = value
         for table, rows in by_table.items():
             self.writer.append(time_s, table, rows)
+        if isinstance(self.writer, WriterProcess):
+            self.writer.end_step()
         return None
 
     def get_data(self, outputs):

@@ -2,12 +2,14 @@
 
     python bench/mosaik_floor.py [--steps 64 256 1024]
 
-Same topology as a study (grid, base load with 18 loads, fleet and scheduler in a
-same-time loop inside a group, recorder; time-based, hybrid and event-based
+Same topology as a study (grid, base load with 18 loads, PV, fleet and scheduler in
+a same-time loop inside a group, recorder; time-based, hybrid and event-based
 simulators as in :mod:`scenarios.runner`), but every simulator returns at once. The
 time per step is what mosaik costs whatever the simulators do: the floor under the
 "mosaik" column of ``bench/cosim_throughput.py``. Printed for stock mosaik and with
-:mod:`adapters.mosaik_fixes` (stock mosaik's cost per step grows with the run length).
+:mod:`adapters.mosaik_fixes` (stock mosaik's cost per step grows with the run length),
+and with the fixes but the fleet/scheduler loop replaced by a one-step delay (what
+the same-step loop costs).
 """
 
 from __future__ import annotations
@@ -79,27 +81,39 @@ class EventSim(mosaik_api_v3.Simulator):
 
 
 SIM_CONFIG = {name: {"python": f"{__name__}:{cls}"} for name, cls in
-              [("Grid", "TimeSim"), ("BaseLoad", "TimeSim"), ("Fleet", "FleetSim"),
+              [("Grid", "TimeSim"), ("BaseLoad", "TimeSim"), ("PV", "TimeSim"), ("Fleet", "FleetSim"),
                ("Scheduler", "EventSim"), ("Recorder", "EventSim")]}
 
 
-def ms_per_step(n_steps: int) -> float:
-    """Wall time of ``World.run`` per step [ms]."""
+def ms_per_step(n_steps: int, same_time_loop: bool = True) -> float:
+    """Wall time of ``World.run`` per step [ms].
+
+    ``same_time_loop=False`` replaces the fleet/scheduler loop by a one-step delay
+    (setpoints apply a step late): what the issue's same-step loop costs mosaik.
+    """
     with mosaik.World(SIM_CONFIG, cache=False, skip_greetings=True, configure_logging=False) as world:
-        grid = world.start("Grid", step=900).M()
-        loads = world.start("BaseLoad", step=900).M.create(18)
         rec = world.start("Recorder").M()
-        with world.group():
+        grid = world.start("Grid", step=900).M()
+        base = world.start("BaseLoad", step=900).M.create(19)  # 18 loads and their parent
+        pv = world.start("PV", step=900).M()
+        if same_time_loop:
+            with world.group():
+                fleet = world.start("Fleet", step=900).M()
+                sched = world.start("Scheduler").M()
+            world.connect(sched, fleet, "setpoints", weak=True)
+        else:
             fleet = world.start("Fleet", step=900).M()
             sched = world.start("Scheduler").M()
-        for load in loads:
+            world.connect(sched, fleet, "setpoints", time_shifted=900)
+        for load in base[1:]:
             world.connect(load, grid, "x")
+        world.connect(pv, grid, "x")
         world.connect(fleet, grid, "y")
         world.connect(fleet, sched, "fleet_state")
-        world.connect(sched, fleet, "setpoints", weak=True)
         world.connect(grid, sched, "x", time_shifted=900)
-        world.connect(grid, rec, "records")
-        world.connect(fleet, rec, "records")
+        for source in (grid, base[0], pv, fleet):
+            world.connect(source, rec, "records")
+        world.connect(sched, rec, "x")
         t0 = time.perf_counter()
         world.run(until=n_steps * 900, print_progress=False)
         return 1e3 * (time.perf_counter() - t0) / n_steps
@@ -115,17 +129,16 @@ def main() -> None:
     logger.remove()
     print("no-op simulators in the study's world shape; ms per step (fastest of "
           f"{args.repeat} runs)")
-    print(f"{'steps':>6s} | {'stock mosaik':>12s} | {'with fixes':>10s}")
+    print(f"{'steps':>6s} | {'stock mosaik':>12s} | {'with fixes':>10s} | {'fixes, no same-time loop':>24s}")
     for n in args.steps:
         times = {}
-        for fixed in (False, True):
+        for fixed, loop in ((False, True), (True, True), (True, False)):
             mosaik_fixes.uninstall()
             if fixed:
                 mosaik_fixes.install()
-            times[fixed] = min(ms_per_step(n) for _ in range(args.repeat))
+            times[fixed, loop] = min(ms_per_step(n, loop) for _ in range(args.repeat))
         mosaik_fixes.uninstall()
-        print(f"{n:6d} | {times[False]:12.3f} | {times[True]:10.3f}")
-
+        print(f"{n:6d} | {times[False, True]:12.3f} | {times[True, True]:10.3f} | {times[True, False]:24.3f}")
 
 if __name__ == "__main__":
     main()

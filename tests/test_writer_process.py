@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -95,3 +96,16 @@ def test_steps_sent_before_a_kill_reach_disk(tmp_path):
     df = read_table(tmp_path, "Grid")
     assert len(df) >= sent
     assert sorted(df["time_s"]) == list(range(0, 900 * len(df), 900))
+
+
+def test_unpicklable_value_fails_the_step_not_the_file(tmp_path):
+    StepWriter(tmp_path)
+    child = WriterProcess(tmp_path)
+    child.append(0, "Grid", {"Grid": {"vm_min_pu": 1.0}})
+    child.end_step()
+    child.append(900, "Grid", {"Grid": {"vm_min_pu": lambda: 1.0}})
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        child.end_step()
+    child.append(1800, "Grid", {"Grid": {"vm_min_pu": 0.9}})
+    child.close()  # the pipe still holds whole steps only
+    assert read_table(tmp_path, "Grid")["time_s"].tolist() == [0, 1800]

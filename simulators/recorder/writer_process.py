@@ -103,12 +103,16 @@ class WriterProcess:
             return
         if self._proc.poll() is not None:
             raise self._failure()
+        # Pickled whole before anything is written: a value that cannot be pickled
+        # fails here (the step is dropped, the error raised), never leaving half a
+        # step in the pipe.
+        pending, self._pending = self._pending, []
+        data = pickle.dumps(pending, protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            pickle.dump(self._pending, self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self._proc.stdin.write(data)
             self._proc.stdin.flush()
         except OSError:  # BrokenPipeError: the child has gone
             raise self._failure() from None
-        self._pending = []
 
     def close(self) -> None:
         """Send what is queued, wait until everything is written and the child has exited.

@@ -33,10 +33,16 @@ The calls that remain compute on plain tuples (:func:`add_duration`, checked aga
 mosaik's own arithmetic in the tests).
 
 All of this is applied only to the mosaik versions it was checked against.
+
+:func:`cancel_leftover_tasks` is for any version: when a simulator fails, mosaik
+stops waiting but leaves the other simulators' tasks pending in its loop, and
+closing the loop then prints "Task was destroyed but it is pending!" for each of
+them after the run's real error.
 """
 
 from __future__ import annotations
 
+import asyncio
 from importlib import metadata
 
 import mosaik.scheduler
@@ -132,3 +138,26 @@ def uninstall() -> None:
     """Restore mosaik's own functions."""
     Progress.set = _ORIGINAL_SET
     mosaik.scheduler.advance_progress = _ORIGINAL_ADVANCE
+
+
+def cancel_leftover_tasks(world) -> int:
+    """Cancel the tasks a failed ``world.run`` left pending; returns how many.
+
+    Call after ``world.run`` returned or raised, before the world shuts down. The
+    tasks that carry the connections to remote simulators stay (the shutdown
+    needs them); everything else still pending (the simulators' step loops and
+    the waits they started) is cancelled. A run that finished leaves none.
+    """
+    loop = world.loop
+    if loop.is_closed() or loop.is_running():
+        return 0
+    keep = set()
+    for proxy in world._async_world._proxies.values():
+        keep.add(getattr(proxy, "_reader_task", None))
+        keep.add(getattr(getattr(proxy, "_channel", None), "_receiver_task", None))
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done() and t not in keep]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    return len(pending)

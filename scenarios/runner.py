@@ -365,6 +365,7 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                 world.run(until=meta.horizon_s, print_progress=False)
             finally:
                 gc.unfreeze()
+                mosaik_fixes.cancel_leftover_tasks(world)  # after a failure: no stray tasks
             run_s = time.perf_counter() - wall0 - setup_s
     except Exception as exc:  # noqa: BLE001 - the run must say why it stopped, then fail
         errors.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import os
 import signal
@@ -131,16 +132,19 @@ def test_external_simulators_in_subprocesses(tmp_path):
         assert read_table(local.out_dir, table).equals(read_table(result.out_dir, table)), table
 
 
-def test_external_crash_fails_the_run(tmp_path, monkeypatch):
+def test_external_crash_fails_the_run(tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(runner.SIMULATORS, "pv", ("PV", "tests.support.crashing_pv", "CrashingPV"))
     monkeypatch.chdir(ROOT)
     raw = default_raw(**{"scenario.end": dt.datetime(2024, 1, 17, 19, 0)})
     raw["simulators"] = {"pv": {"starter": "cmd"}}
-    with pytest.raises(RunFailed):
+    with pytest.raises(RunFailed, match="injected failure in the PV simulator"):
         run_case(case_of(raw), tmp_path, plots=False)
     assert not is_complete(tmp_path)
     # the steps before the crash are on disk
     assert len(read_table(tmp_path, "Grid")) >= 1
+    # the error is the last word: no asyncio noise about the other simulators' tasks
+    gc.collect()
+    assert "Task was destroyed" not in caplog.text
 
 
 def test_cli_rejects_bad_scenario_before_starting(tmp_path):

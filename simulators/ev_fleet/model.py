@@ -171,6 +171,7 @@ class FleetModel:
         self.ev_ids: tuple[str, ...] = tuple(ids)
         self._index = {ev_id: i for i, ev_id in enumerate(ids)}
         self._last_setpoint_ids: list[str] | None = None  # index cache of column-wise setpoints
+        self._arrived_ids: list[str] | None = None  # ids of the arrived EVs (fleet_state)
         self._last_setpoint_idx = np.zeros(0, dtype=np.int64)
 
         buses = {s.home_bus for s in specs}
@@ -363,8 +364,11 @@ class FleetModel:
         self, setpoints: Mapping[str, Sequence[Any]]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Column-wise setpoints (see :func:`simulators.setpoints.is_columnar`); same checks as per EV."""
-        ids = [str(e) for e in setpoints["ev_id"]]
-        if ids != self._last_setpoint_ids:  # the plugged set rarely changes between steps
+        raw_ids = setpoints["ev_id"]
+        # The plugged set rarely changes between steps: compare before converting.
+        same = isinstance(raw_ids, list) and raw_ids == self._last_setpoint_ids
+        ids = self._last_setpoint_ids if same else [str(e) for e in raw_ids]
+        if not same and ids != self._last_setpoint_ids:
             try:
                 self._last_setpoint_idx = np.array([self._index[e] for e in ids], dtype=np.int64)
             except KeyError as err:
@@ -662,8 +666,11 @@ class FleetModel:
             "bus": self.buses[self._col_start[rows]],
             **{name: col[rows] for name, col in self._static_state.items()},
         }
-        ids = self.ev_ids
-        out: dict[str, Any] = {"ev_id": [ids[i] for i in rows.tolist()]}
+        if self._arrived_ids is None or len(self._arrived_ids) != rows.size:
+            # arrived EVs stay arrived: the same count means the same EVs
+            ids = self.ev_ids
+            self._arrived_ids = [ids[i] for i in rows.tolist()]
+        out: dict[str, Any] = {"ev_id": list(self._arrived_ids)}
         for name, col in columns.items():
             out[name] = col.tolist() if as_lists else col
         return out

@@ -198,7 +198,8 @@ def sim_config(case: Case) -> dict:
         if starter.starter == "python":
             config[name] = {"python": f"{module}:{cls}"}
         elif starter.starter == "cmd":
-            config[name] = {"cmd": f"{sys.executable} -m {module} %(addr)s"}
+            # mosaik_api_v3 logs at INFO in its own process otherwise
+            config[name] = {"cmd": f"{sys.executable} -m {module} --log-level warning %(addr)s"}
         else:
             config[name] = {"connect": starter.addr}
     return config

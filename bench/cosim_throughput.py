@@ -34,30 +34,23 @@ SPENT: dict[str, float] = collections.defaultdict(float)
 
 
 def _timed(name: str, cls: type) -> type:
-    """Subclass of a simulator class that adds its step/get_data time to SPENT."""
+    """Subclass of a simulator class that adds its step/get_data time to SPENT[name]
+    and its finalize time to SPENT[name + "_finalize"]."""
 
-    def step(self, *args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return cls.step(self, *args, **kwargs)
-        finally:
-            SPENT[name] += time.perf_counter() - t0
+    def timed(method: str, key: str):
+        inner = getattr(cls, method)
 
-    def get_data(self, *args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return cls.get_data(self, *args, **kwargs)
-        finally:
-            SPENT[name] += time.perf_counter() - t0
+        def wrapper(self, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return inner(self, *args, **kwargs)
+            finally:
+                SPENT[key] += time.perf_counter() - t0
 
-    def finalize(self, *args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return cls.finalize(self, *args, **kwargs)
-        finally:
-            SPENT[name + "_finalize"] += time.perf_counter() - t0
+        return wrapper
 
-    return type(f"Timed{cls.__name__}", (cls,), {"step": step, "get_data": get_data, "finalize": finalize})
+    return type(f"Timed{cls.__name__}", (cls,), {"step": timed("step", name), "get_data": timed("get_data", name),
+                                                 "finalize": timed("finalize", name + "_finalize")})
 
 
 def install_timed_simulators() -> None:

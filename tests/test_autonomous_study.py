@@ -8,7 +8,6 @@ Metric 1 19.39 vs 18.43, every autonomous EV charging at R1).
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import networkx as nx
@@ -20,6 +19,7 @@ from adapters.networks import load_network
 from scenarios.config import parse_scenario
 from scenarios.runner import run_case
 from simulators.recorder.model import pivot, read_table
+from tests.support.scenario_raw import load_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED001 = ROOT / "scenarios" / "seed001_lv.toml"
@@ -34,11 +34,7 @@ TRAFO_TOL_PERCENT = 1.5
 
 def seed001_raw(**overrides) -> dict:
     """The seed 001 scenario as a TOML dict, ``table.key`` overrides applied."""
-    raw = tomllib.loads(SEED001.read_text())
-    for dotted, value in overrides.items():
-        table, key = dotted.split(".")
-        raw.setdefault(table, {})[key] = value
-    return raw
+    return load_raw(SEED001, **overrides)
 
 
 def residential_vm(out_dir: Path):

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +21,14 @@ from scenarios import runner
 from scenarios.config import parse_scenario
 from scenarios.runner import RunFailed, run_case
 from simulators.recorder.model import is_complete, pivot, read_table
+from tests.support.scenario_raw import load_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "scenarios" / "default.toml"
 
 
 def default_raw(**overrides) -> dict:
-    raw = tomllib.loads(DEFAULT.read_text())
-    for dotted, value in overrides.items():
-        table, key = dotted.split(".")
-        raw.setdefault(table, {})[key] = value
-    return raw
+    return load_raw(DEFAULT, **overrides)
 
 
 def case_of(raw: dict):

@@ -366,16 +366,17 @@ class FleetModel:
         """Column-wise setpoints (see :func:`simulators.setpoints.is_columnar`); same checks as per EV."""
         raw_ids = setpoints["ev_id"]
         # The plugged set rarely changes between steps: compare before converting.
-        same = isinstance(raw_ids, list) and raw_ids == self._last_setpoint_ids
-        ids = self._last_setpoint_ids if same else [str(e) for e in raw_ids]
-        if not same and ids != self._last_setpoint_ids:
-            try:
-                self._last_setpoint_idx = np.array([self._index[e] for e in ids], dtype=np.int64)
-            except KeyError as err:
-                raise ValueError(f"setpoint for unknown EV {err.args[0]!r}") from None
-            if len(set(ids)) != len(ids):
-                raise ValueError("column-wise setpoints list an EV more than once")
-            self._last_setpoint_ids = ids
+        if not (isinstance(raw_ids, list) and raw_ids == self._last_setpoint_ids):
+            ids = [str(e) for e in raw_ids]
+            if ids != self._last_setpoint_ids:
+                try:
+                    self._last_setpoint_idx = np.array([self._index[e] for e in ids], dtype=np.int64)
+                except KeyError as err:
+                    raise ValueError(f"setpoint for unknown EV {err.args[0]!r}") from None
+                if len(set(ids)) != len(ids):
+                    raise ValueError("column-wise setpoints list an EV more than once")
+                self._last_setpoint_ids = ids
+        ids = self._last_setpoint_ids
         idx = self._last_setpoint_idx
         cols = []
         for name in ("p_kw", "q_kvar"):

@@ -162,6 +162,12 @@ class StepWriter:
             cached = self._entity_columns[table] = (ids, pa.array(ids, pa.string()))
         return cached[1]
 
+    def end_step(self) -> None:
+        """Mark the end of a step's tables: nothing to do, each was flushed when appended.
+
+        (:class:`simulators.recorder.writer_process.WriterProcess` sends the step here.)
+        """
+
     def close(self) -> None:
         """Close every open stream (the data stays readable)."""
         for stream in self._streams.values():

@@ -85,8 +85,7 @@ class RecorderSimulator(mosaik_api_v3.Simulator):
                     by_table.setdefault(table, {}).setdefault(eid, {})[attr] = value
         for table, rows in by_table.items():
             self.writer.append(time_s, table, rows)
-        if isinstance(self.writer, WriterProcess):
-            self.writer.end_step()
+        self.writer.end_step()
         return None
 
     def get_data(self, outputs):

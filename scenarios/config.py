@@ -343,8 +343,9 @@ def _check_fleet(fleet: FleetConfig, meta: ScenarioMeta, prefix: str, problems: 
             problems.append(
                 f"{prefix}.evs[{i}].departure_h: must be after arrival_h ({ev.arrival_h}), got {ev.departure_h}"
             )
-        if ev.arrival_h > horizon_h:
-            problems.append(f"{prefix}.evs[{i}].arrival_h: must be in [0, {horizon_h:g}] h, got {ev.arrival_h}")
+        if ev.arrival_h >= horizon_h:
+            problems.append(f"{prefix}.evs[{i}].arrival_h: must be in [0, {horizon_h:g}) h (a stay inside "
+                            f"the horizon), got {ev.arrival_h}")
 
 
 def _check_buses(case_prefix: str, grid: GridConfig, pv: PVConfig, fleet: FleetConfig,
@@ -362,6 +363,29 @@ def _check_buses(case_prefix: str, grid: GridConfig, pv: PVConfig, fleet: FleetC
             resolve_bus(net, ref)
         except KeyError as exc:
             problems.append(f"{name}: {exc.args[0]}")
+
+
+def _check_fleet_sampling(cases: list[Case], problems: list[str]) -> None:
+    """Sample each case's fleet as the runner will (same seed, so the same EVs):
+    a fleet whose EVs cannot all get a stay inside the horizon (e.g. a 10:00-14:00
+    study with evening arrivals) is refused here instead of failing in the run."""
+    from adapters.networks import load_network
+    from scenarios.runner import fleet_specs
+
+    seen = set()
+    for i, case in enumerate(cases):
+        key = (repr(case.fleet), case.grid.network, case.scenario.seed)
+        if not case.fleet.counts or key in seen:
+            continue
+        seen.add(key)
+        try:
+            fleet_specs(case, load_network(case.grid.network, case.base_dir))
+        except ValueError as exc:
+            m = case.scenario
+            problems.append(
+                f"fleet.counts (case {case.name!r}): no stay inside [{m.start}, {m.end}] for the sampled EVs "
+                f"({exc}); move scenario.start/end to cover the arrivals "
+                f"(arrival = {case.fleet.arrival!r}) or list the EVs in [[fleet.evs]]")
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -464,6 +488,9 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
     # Bus references need the network: checked on the shared tables, whatever else failed.
     if grid is not None and (fleet is not None or pv is not None):
         _check_buses("", grid, pv or PVConfig(), fleet or FleetConfig(), base_dir, problems)
+
+    if not problems:
+        _check_fleet_sampling(cases, problems)
 
     compare = raw.get("compare", [])
     if not isinstance(compare, list) or not all(isinstance(c, str) for c in compare):

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import gc
 import json
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import mosaik
@@ -37,6 +35,7 @@ from adapters import mosaik_fixes
 from adapters.networks import load_network
 from scenarios.buses import resolve_bus
 from scenarios.config import Case, Scenario
+from scenarios.progress import CaseProgress
 from scenarios.summary import EVInfo, summarize
 from simulators.baseload.model import (
     BaseLoadModel,
@@ -63,8 +62,6 @@ GRID_ATTRS = ("pf_converged", "pf_seconds", "vm_min_pu", "vm_max_pu", "n_bus_vio
               "n_line_violations", "n_trafo_violations", "max_line_loading_percent",
               "max_trafo_loading_percent")
 SCHED_ATTRS = ("solve_s", "status", "fallback", "soft_violation_max", "objective", "n_planned")
-PACKAGES = ("mosaik", "mosaik-api-v3", "pandapower", "simbench", "pyomo", "highspy", "piqp",
-            "clarabel", "numpy", "scipy", "simpy", "pvlib")
 
 
 class RunFailed(RuntimeError):
@@ -221,14 +218,28 @@ class _ErrorLog:
         self._logger.remove(self._id)
 
 
-def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            out[name] = "missing"
-    return out
+def run_metadata(case: Case, net, **extra) -> dict:
+    """``metadata.json`` of a case: what was run (scenario, case, seed, every
+    config field), on what (``provenance``: project version, git commit, every
+    package version, platform, run start time) and how to read the results
+    (``start`` with its UTC offset and ``timezone`` for the ``timestamp`` column,
+    ``bus_names`` for the bus entity names; ``simulators/recorder/model.py``)."""
+    from scenarios.provenance import provenance
+    from zoneinfo import ZoneInfo
+
+    meta = case.scenario
+    start = meta.start if meta.start.tzinfo else meta.start.replace(tzinfo=ZoneInfo(meta.timezone))
+    return {
+        "scenario": meta.name, "case": case.name, "seed": meta.seed,
+        "start": start.isoformat(), "timezone": meta.timezone, "step_s": meta.step_s,
+        "n_steps": meta.n_steps,
+        "config": json.loads(json.dumps(
+            {k: asdict(getattr(case, k)) for k in ("scenario", "grid", "baseload", "pv", "fleet", "scheduler")},
+            default=str)),
+        **extra,
+        "bus_names": {str(i): eid for i, eid in element_eids(net, "bus").items()},
+        "provenance": provenance(),
+    }
 
 
 def replay_powers(case_dir: Path, zero_q: bool) -> dict[str, tuple[list[float], list[float]]]:
@@ -241,8 +252,11 @@ def replay_powers(case_dir: Path, zero_q: bool) -> dict[str, tuple[list[float], 
 
 
 def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = None,
-             plots: bool = True, replay_dir: Path | None = None) -> CaseResult:
+             plots: bool = True, replay_dir: Path | None = None, progress: str = "off") -> CaseResult:
     """Run one case: build inputs, run the mosaik world, summarise, plot.
+
+    ``progress``: ``"auto"`` (a bar on a terminal, periodic lines otherwise),
+    ``"bar"``, ``"lines"`` or ``"off"`` (``scenarios/progress.py``).
 
     Raises
     ------
@@ -261,13 +275,7 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     fp, fq = nodal_forecast(case, net, base)
     estar = e_star_kwh(case, net, specs)
     start_iso = meta.start.isoformat()
-    metadata = {
-        "scenario": meta.name, "case": case.name, "seed": meta.seed,
-        "config": json.loads(json.dumps(
-            {k: asdict(getattr(case, k)) for k in ("scenario", "grid", "baseload", "pv", "fleet", "scheduler")},
-            default=str)),
-        "n_evs": len(specs), "e_star_kwh": estar, "versions": package_versions(),
-    }
+    metadata = run_metadata(case, net, n_evs=len(specs), e_star_kwh=estar)
     limits = {"vm_min_pu": grid_cfg.vm_min_pu, "vm_max_pu": grid_cfg.vm_max_pu,
               "line_loading_max": grid_cfg.max_line_loading_percent / 100.0,
               "trafo_loading_max": grid_cfg.max_trafo_loading_percent / 100.0}
@@ -362,6 +370,7 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
             # frozen, the garbage collector's full passes no longer walk them at
             # every few thousand allocations (several ms each at 5 000 EVs).
             gc.freeze()
+            CaseProgress(case.name, meta.start, step_s, n_steps, mode=progress).attach(world)
             try:
                 world.run(until=meta.horizon_s, print_progress=False)
             finally:
@@ -405,7 +414,8 @@ def _finish(out_dir: Path, summary: dict) -> None:
 
 def _seed001_metrics(out_dir: Path, specs: Sequence[EVSpec], step_s: int, n_steps: int,
                      estar: float) -> dict:
-    """Metrics 1-3 of seed 001 (eqs. (13), (14)) from the recorded SOCs."""
+    """Metrics 1-3 of seed 001 (eqs. (13), (14)) from the recorded SOCs, under the
+    names of what they measure (``docs/metrics.md``)."""
     from scenarios.summary import soc_trajectories
     from simulators.recorder.model import read_table
     from simulators.scheduler.metrics import all_metrics
@@ -417,8 +427,9 @@ def _seed001_metrics(out_dir: Path, specs: Sequence[EVSpec], step_s: int, n_step
     soc = soc_trajectories(read_table(out_dir, "EV"), infos, step_s, n_steps)
     target = np.array([s.soc_target for s in specs])
     m = all_metrics(soc, target, step_s / 3600.0)
-    return {"metric1": float(m.metric1), "metric2": float(m.metric2),
-            "metric3_hours": None if m.metric3_h is None or not np.isfinite(m.metric3_h)
+    # named for what they measure; docs/metrics.md gives each definition
+    return {"soc_deviation_sq_sum": float(m.metric1), "soc_shortfall_sum": float(m.metric2),
+            "hours_until_all_at_target": None if m.metric3_h is None or not np.isfinite(m.metric3_h)
             else float(m.metric3_h)}
 
 
@@ -429,7 +440,7 @@ SUMMARY_COLUMNS = ("min_voltage_pu", "violating_bus_steps", "max_voltage_violati
                    "max_trafo_loading_percent", "mean_soc_at_departure", "evs_below_target_at_departure",
                    "t95_hours", "v2g_discharged_kwh", "reactive_energy_kvarh", "solve_seconds",
                    "fallback_steps", "soft_limit_violation_max", "pf_not_converged_steps",
-                   "metric1", "metric2", "metric3_hours", "wall_seconds")
+                   "soc_deviation_sq_sum", "soc_shortfall_sum", "hours_until_all_at_target", "wall_seconds")
 
 
 def format_summary(name: str, summary: dict) -> str:
@@ -457,23 +468,32 @@ def comparison_table(results: Sequence[CaseResult], columns: Sequence[str] = SUM
 
 
 def _run_case_job(args) -> CaseResult | str:
-    """Process-pool job: one case; a failure comes back as its message."""
-    case, case_dir, plots, replay_dir = args
-    from loguru import logger
-
-    logger.remove()  # the parent prints the summaries; keep workers quiet
+    """One case; a failure comes back as its message."""
+    case, case_dir, plots, replay_dir, progress = args
     try:
-        return run_case(case, case_dir, plots=plots, replay_dir=replay_dir)
+        return run_case(case, case_dir, plots=plots, replay_dir=replay_dir, progress=progress)
     except RunFailed as exc:
         return str(exc)
 
 
+def _run_case_worker(args) -> CaseResult | str:
+    """Process-pool job: one case, without progress display and logs (the parent
+    prints one line per case as it finishes, and the summaries)."""
+    from loguru import logger
+
+    logger.remove()
+    return _run_case_job(args)
+
+
 def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = None, plots: bool = True,
-                 echo: Callable[[str], None] = print, jobs: int | None = None) -> list[CaseResult]:
+                 echo: Callable[[str], None] = print, jobs: int | None = None,
+                 progress: str = "off") -> list[CaseResult]:
     """Run every case of a scenario (one sub-folder each when there are several).
 
     Independent cases run in parallel in ``jobs`` processes (default: one per CPU
-    core); ``replay`` cases run after the case they replay.
+    core); ``replay`` cases run after the case they replay. ``progress`` is shown
+    per case when cases run one at a time (see :func:`run_case`); in parallel,
+    ``echo`` gets one line per case as it finishes.
     """
     import concurrent.futures
     import multiprocessing
@@ -496,14 +516,20 @@ def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = Non
         for case in wave:
             echo(f"running {case.name} ({case.scheduler.strategy}, {case.scheduler.mode}) -> {case_dir[case.name]}")
         args = [(c, case_dir[c.name], plots,
-                 case_dir[c.scheduler.replay_case] if c.scheduler.strategy == "replay" else None) for c in wave]
+                 case_dir[c.scheduler.replay_case] if c.scheduler.strategy == "replay" else None, progress)
+                for c in wave]
         if jobs == 1 or len(wave) == 1:
-            results = [_run_case_job(a) for a in args]
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
-                results = list(pool.map(_run_case_job, args))
-        done.update({c.name: r for c, r in zip(wave, results)})
+            done.update({c.name: _run_case_job(a) for c, a in zip(wave, args)})
+            continue
+        ctx = multiprocessing.get_context("spawn")
+        t0 = time.perf_counter()
+        with concurrent.futures.ProcessPoolExecutor(min(jobs, len(wave)), mp_context=ctx) as pool:
+            futures = {pool.submit(_run_case_worker, a[:-1] + ("off",)): c for c, a in zip(wave, args)}
+            for future in concurrent.futures.as_completed(futures):
+                case = futures[future]
+                done[case.name] = r = future.result()
+                status = "FAILED" if isinstance(r, str) else "done"
+                echo(f"[{len(done)}/{len(cases)}] {case.name} {status} after {time.perf_counter() - t0:.1f} s")
     results, failures = [], []
     for case in cases:
         r = done[case.name]

@@ -94,6 +94,13 @@ def summarize(out_dir, infos: Sequence[EVInfo], step_s: int, n_steps: int,
     return out
 
 
+def _natural(name: str) -> tuple:
+    """Sort key putting ``Bus-R2`` before ``Bus-R11``."""
+    import re
+
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
 def _max(df: pd.DataFrame, col: str) -> float | None:
     if col not in df or df[col].dropna().empty:
         return None
@@ -116,13 +123,15 @@ def _ev_figures(ev: pd.DataFrame, infos: Sequence[EVInfo], step_s: int, n_steps:
     q = ev.pivot(index="time_s", columns="entity", values="q_kvar") if "q_kvar" in ev else p * 0
     dt_h = step_s / 3600.0
     charging = ev[ev["p_kw"] > 1e-9]
-    per_bus = charging.groupby("entity")["bus"].agg(lambda b: int(b.mode().iloc[0])) if len(charging) else []
-    counts = {}
+    # the bus where each EV charged most steps, by entity name (EV.bus is derived as
+    # the name when the run's metadata names the buses; simulators/recorder/model.py)
+    per_bus = charging.groupby("entity")["bus"].agg(lambda b: b.mode().iloc[0]) if len(charging) else []
+    counts: dict[str, int] = {}
     for bus in per_bus:
         counts[str(bus)] = counts.get(str(bus), 0) + 1
     return {
         "n_evs": len(infos),
-        "evs_charging_per_bus": dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
+        "evs_charging_per_bus": dict(sorted(counts.items(), key=lambda kv: _natural(kv[0]))),
         "mean_soc_at_departure": float(soc_dep.mean()),
         "evs_below_target_at_departure": int((soc_dep < target - SOC_TOLERANCE).sum()),
         "t95_hours": float(times_s[idx95[0]] / 3600.0) if idx95.size else None,

@@ -20,6 +20,12 @@ converted to one Parquet file per table for everyone else's tools.
 Tables are long-format: ``time_s``, ``entity`` and one column per attribute. A table
 whose column types change between steps (e.g. a column that was all-null) continues
 in a new stream part; parts are concatenated with type promotion when read.
+
+Columns derived from ``metadata.json`` when a table is read or consolidated
+(:func:`derive_columns`): ``timestamp`` (clock time of ``time_s``, time-zone aware
+in the scenario's ``timezone``) and, where a simulator publishes a bus as its
+pandapower index (``EV.bus``) or names it in an entity id (``EVBus-<index>``), the
+bus's entity name (``Bus-R11``) in ``bus``.
 """
 
 from __future__ import annotations
@@ -253,15 +259,63 @@ def _read_arrow(out_dir: Path, table: str) -> pa.Table | None:
     return pa.concat_tables(parts, promote_options="permissive")
 
 
+def _run_metadata(out_dir: Path) -> dict:
+    try:
+        return json.loads((Path(out_dir) / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def derive_columns(table: str, data: pa.Table, metadata: Mapping) -> pa.Table:
+    """Add the columns derived from the run's metadata (see the module docstring).
+
+    ``metadata`` keys used: ``start`` (ISO 8601 with UTC offset) and ``timezone``
+    for ``timestamp``; ``bus_names`` (pandapower index as text -> entity id) for
+    ``bus``. Columns already there are left alone, so this is idempotent.
+    """
+    names = data.column_names
+    if "timestamp" not in names and metadata.get("start") and "time_s" in names:
+        import datetime as dt
+
+        start = dt.datetime.fromisoformat(metadata["start"])
+        if start.tzinfo is not None:
+            t0 = int(start.timestamp())
+            seconds = pc.add(data.column("time_s").cast(pa.int64()), t0)
+            tz = metadata.get("timezone") or "UTC"
+            data = data.add_column(1, "timestamp", seconds.cast(pa.timestamp("s", tz=tz)))
+    bus_names = metadata.get("bus_names")
+    if bus_names:
+        if "bus" in names and pa.types.is_integer(data.schema.field("bus").type):
+            idx = data.column("bus").to_numpy(zero_copy_only=False)
+            data = data.set_column(data.column_names.index("bus"), "bus", _names_of(idx, bus_names))
+        elif table == "EVBus" and "bus" not in names:
+            idx = pc.cast(pc.utf8_slice_codeunits(data.column("entity"), len("EVBus-")), pa.int64())
+            data = data.append_column("bus", _names_of(idx.to_numpy(zero_copy_only=False), bus_names))
+    return data
+
+
+def _names_of(indices: np.ndarray, bus_names: Mapping[str, str]) -> pa.Array:
+    """Entity names of pandapower bus indices (null stays null); one lookup per distinct bus."""
+    values = np.asarray(indices, dtype=float)
+    known = np.isfinite(values)
+    uniq, inverse = np.unique(np.where(known, values, 0).astype(np.int64), return_inverse=True)
+    labels = np.array([bus_names.get(str(u), f"Bus-{u}") for u in uniq], dtype=object)[inverse]
+    labels[~known] = None
+    return pa.array(labels, pa.string())
+
+
 def consolidate(out_dir: Path) -> None:
-    """Turn every table's streams into ``results/<table>.parquet`` (completed runs)."""
+    """Turn every table's streams into ``results/<table>.parquet`` (completed runs),
+    with the derived columns (:func:`derive_columns`)."""
     import pyarrow.parquet as pq
 
     rdir = Path(out_dir) / RESULTS_DIR
+    metadata = _run_metadata(out_dir)
     for table in tables(out_dir):
         data = _read_arrow(out_dir, table)
         if data is None:
             continue
+        data = derive_columns(table, data, metadata)
         tmp = rdir / f"{table}.parquet.tmp"
         pq.write_table(data, tmp)
         os.replace(tmp, rdir / f"{table}.parquet")
@@ -288,12 +342,13 @@ def tables(out_dir: Path) -> list[str]:
 def read_table(out_dir: Path, table: str) -> pd.DataFrame:
     """All recorded steps of one table as a long DataFrame (sorted by time, entity).
 
-    Works on runs that died mid-way: every completed step is there.
+    Works on runs that died mid-way: every completed step is there. The derived
+    columns (``timestamp``, bus entity names; :func:`derive_columns`) are included.
     """
     data = _read_arrow(out_dir, table)
     if data is None:
         raise FileNotFoundError(f"no recorded steps for table {table!r} in {out_dir}")
-    df = data.to_pandas()
+    df = derive_columns(table, data, _run_metadata(out_dir)).to_pandas()
     return df.sort_values(["time_s", "entity"], kind="stable", ignore_index=True)
 
 

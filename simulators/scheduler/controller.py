@@ -280,7 +280,30 @@ class Controller:
         p = np.minimum(plugged.col("charger_kva"), need_kwh / (plugged.col("efficiency") * dt_h))
         p[plugged.col("departure_s") < t1 - 1e-9] = 0.0  # leaves inside the step
         out = {"ev_id": list(plugged.ids), "p_kw": p.tolist(), "q_kvar": [0.0] * p.size}
-        return out, PlanInfo("closed_form", 0.0, False, 0.0, float("nan"))
+        return out, PlanInfo("closed_form", 0.0, False, 0.0, self._uncoordinated_objective(k, plugged))
+
+    def _uncoordinated_objective(self, k: int, plugged: FleetView) -> float:
+        """``J`` of seed 000 eq. (11) of the uncoordinated plan over the remaining
+        horizon, for the plugged EVs: the number the optimising strategies publish
+        for their own plans, so the two can be compared step by step.
+
+        The plan is eq. (13) continued: full power each whole step until the target
+        or departure; the SOC stays constant after departure.
+        """
+        cfg = self.config
+        if not len(plugged.ids):
+            return 0.0
+        soc0 = plugged.col("soc").astype(float)
+        target = plugged.col("soc_target")
+        gain = plugged.col("efficiency") * (cfg.step_s / 3600.0) / plugged.col("capacity_kwh")  # SOC/kW, one step
+        rate = plugged.col("charger_kva")
+        remaining = cfg.n_steps - k
+        # whole steps still charged before departure, then the SOC stays put
+        charged = np.clip(np.floor(plugged.col("departure_s") / cfg.step_s + 1e-9) - k, 0, remaining)
+        m = np.minimum(np.arange(1, remaining + 1)[:, None], charged[None, :])
+        soc = np.minimum(np.maximum(target, soc0), soc0 + gain * rate * m)  # (T, V), never above target
+        power_sum_kw = np.sum((soc[-1] - soc0) / gain)  # sum over steps and EVs of P [kW]
+        return float(np.sum((soc - target) ** 2) + cfg.options.k_weight * power_sum_kw)
 
     def _problem(self, k: int, specs: Sequence[Mapping], initial: bool) -> ChargingProblem:
         cfg = self.config

@@ -27,6 +27,8 @@ STARTERS = ("python", "cmd", "connect")
 SIMULATOR_NAMES = ("grid", "baseload", "pv", "fleet", "scheduler", "recorder")
 BASELOAD_SOURCES = ("simbench", "csv", "nominal")
 ARRIVALS = ("gev", "fixed")
+DSO_POLICIES = ("scheduled", "voltage", "congestion")
+DIRECTIONS = ("up", "down")
 
 
 class ScenarioError(ValueError):
@@ -184,6 +186,42 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class DSORequest:
+    """One scheduled activation request (``[[dso.requests]]``); hours after ``start``."""
+
+    direction: str = field(metadata=_spec(choices=DIRECTIONS))
+    p_kw: float = field(metadata=_spec(lo=0))
+    start_h: float = field(metadata=_spec(lo=0))
+    end_h: float = field(metadata=_spec(lo=0))
+    group: str = ""
+
+
+@dataclass(frozen=True)
+class DSOConfig:
+    """``[dso]``: the grid operator that calls the fleet's flexibility (``simulators/dso``)."""
+
+    # empty: no DSO in the world (no activation)
+    policies: tuple = ()
+    # group name -> list of bus references; requests name a group ("" = whole fleet)
+    groups: dict = field(default_factory=dict)
+    requests: tuple[DSORequest, ...] = ()
+    allow_beyond_offer: bool = False
+    lead_s: int = field(default=0, metadata=_spec(lo=0, hi=86400))
+    voltage_buses: tuple = ()
+    # thresholds in (0, 2) pu: checked by _check_dso
+    voltage_min_pu: float = 0.95
+    voltage_max_pu: float = 1.05
+    voltage_margin_pu: float = field(default=0.0, metadata=_spec(lo=0, hi=0.5))
+    voltage_duration_s: int = field(default=3600, metadata=_spec(lo=1, hi=86400))
+    voltage_group: str = ""
+    congestion_element: str = field(default="trafo", metadata=_spec(choices=("trafo", "line")))
+    congestion_loading_max_percent: float = field(default=100.0, metadata=_spec(lo=0, hi=1000, gt=True))
+    congestion_margin_percent: float = field(default=0.0, metadata=_spec(lo=0, hi=100))
+    congestion_duration_s: int = field(default=3600, metadata=_spec(lo=1, hi=86400))
+    congestion_group: str = ""
+
+
+@dataclass(frozen=True)
 class StarterConfig:
     """How one simulator is started: in-process, subprocess or connect."""
 
@@ -204,6 +242,7 @@ class Case:
     scheduler: SchedulerConfig
     simulators: dict[str, StarterConfig]
     base_dir: Path
+    dso: DSOConfig = field(default_factory=DSOConfig)
 
 
 @dataclass(frozen=True)
@@ -276,6 +315,17 @@ def _build(cls, raw: Any, prefix: str, problems: list[str], base=None):
         if key == "evs":
             values[key] = tuple(_build_list(EVEntry, value, name, problems))
             continue
+        if key == "requests":
+            # None keeps the place of a bad entry, so later checks name the right index
+            # (a scenario with a bad entry never loads)
+            values[key] = tuple(_build_list(DSORequest, value, name, problems, keep_place=True))
+            continue
+        if key in ("policies", "voltage_buses"):
+            if not isinstance(value, list) or not all(isinstance(x, (str, int)) for x in value):
+                problems.append(f"{name}: must be an array of names, got {value!r}")
+                continue
+            values[key] = tuple(value)
+            continue
         if not _type_ok(value, f.type):
             problems.append(f"{name}: must be of type {f.type}, got {type(value).__name__} {value!r}")
             continue
@@ -303,14 +353,20 @@ def _build(cls, raw: Any, prefix: str, problems: list[str], base=None):
         return None
 
 
-def _build_list(cls, raw: Any, prefix: str, problems: list[str]) -> list:
+def _build_list(cls, raw: Any, prefix: str, problems: list[str], keep_place: bool = False) -> list:
     if not isinstance(raw, list):
         problems.append(f"{prefix}: must be an array of tables")
         return []
     out = []
     for i, item in enumerate(raw):
+        n_before = len(problems)
         obj = _build(cls, item, f"{prefix}[{i}]", problems)
-        if obj is not None:
+        if keep_place and len(problems) > n_before and isinstance(item, dict):
+            # a partly bad entry: keep its good fields for the cross-field checks
+            good = {k: v for k, v in item.items()
+                    if not any(p.startswith(f"{prefix}[{i}].{k}:") for p in problems[n_before:])}
+            obj = _Partial(good)
+        if obj is not None or keep_place:
             out.append(obj)
     return out
 
@@ -348,8 +404,60 @@ def _check_fleet(fleet: FleetConfig, meta: ScenarioMeta, prefix: str, problems: 
                             f"the horizon), got {ev.arrival_h}")
 
 
+class _Partial(dict):
+    """Fields of a list entry that had problems (attribute access for the cross-field checks)."""
+
+    def __getattr__(self, name):
+        return self.get(name)
+
+
+def _check_dso(dso: DSOConfig, meta: ScenarioMeta, prefix: str, problems: list[str]) -> None:
+    """Consistency of ``[dso]`` (bus references are checked with the network)."""
+    for p in dso.policies:
+        if p not in DSO_POLICIES:
+            problems.append(f"{prefix}.policies: must name policies of {', '.join(DSO_POLICIES)}, got {p!r}")
+    horizon_h = meta.horizon_s / 3600.0
+    for i, r in enumerate(dso.requests):
+        if r is None:
+            continue
+        num = (int, float)
+        if isinstance(r.end_h, num) and isinstance(r.start_h, num) and r.end_h <= r.start_h:
+            problems.append(f"{prefix}.requests[{i}].end_h: must be after start_h ({r.start_h}), got {r.end_h}")
+        if isinstance(r.start_h, num) and r.start_h >= horizon_h:
+            problems.append(f"{prefix}.requests[{i}].start_h: must be in [0, {horizon_h:g}) h, got {r.start_h}")
+        if r.group and r.group not in dso.groups:
+            problems.append(f"{prefix}.requests[{i}].group: unknown group {r.group!r} "
+                            f"(groups: {', '.join(sorted(dso.groups)) or 'none'})")
+    for name in ("voltage_min_pu", "voltage_max_pu"):
+        if not 0.0 < getattr(dso, name) < 2.0:
+            problems.append(f"{prefix}.{name}: must be in (0, 2) pu, got {getattr(dso, name)}")
+    if 0 < dso.voltage_max_pu < 2 and dso.voltage_min_pu >= dso.voltage_max_pu:
+        problems.append(f"{prefix}.voltage_min_pu: must be below voltage_max_pu ({dso.voltage_max_pu}), "
+                        f"got {dso.voltage_min_pu}")
+    if "voltage" in dso.policies and not dso.voltage_buses:
+        problems.append(f"{prefix}.voltage_buses: policy 'voltage' needs at least one monitored bus")
+    for name in ("voltage_group", "congestion_group"):
+        g = getattr(dso, name)
+        if g and g not in dso.groups:
+            problems.append(f"{prefix}.{name}: unknown group {g!r}")
+    for g, buses in dso.groups.items():
+        if not isinstance(buses, list) or not buses:
+            problems.append(f"{prefix}.groups.{g}: must be a non-empty array of buses, got {buses!r}")
+    if dso.lead_s and dso.lead_s < meta.step_s:
+        problems.append(f"{prefix}.lead_s: must be 0 (one step) or >= step_s ({meta.step_s}), got {dso.lead_s}")
+
+
+def dso_bus_refs(dso: DSOConfig, prefix: str) -> list[tuple[str, Any]]:
+    """(field name, bus reference) of every bus named in ``[dso]``."""
+    refs = [(f"{prefix}.voltage_buses[{i}]", b) for i, b in enumerate(dso.voltage_buses)]
+    for g, buses in dso.groups.items():
+        if isinstance(buses, list):
+            refs += [(f"{prefix}.groups.{g}[{i}]", b) for i, b in enumerate(buses)]
+    return refs
+
+
 def _check_buses(case_prefix: str, grid: GridConfig, pv: PVConfig, fleet: FleetConfig,
-                 base_dir: Path, problems: list[str]) -> None:
+                 base_dir: Path, problems: list[str], extra: list | None = None) -> None:
     """Bus references must exist in the network (loads it; cached per process)."""
     from scenarios.buses import resolve_bus
     from adapters.networks import load_network
@@ -358,6 +466,7 @@ def _check_buses(case_prefix: str, grid: GridConfig, pv: PVConfig, fleet: FleetC
     refs = [(f"{case_prefix}fleet.counts.{b}", b) for b in fleet.counts]
     refs += [(f"{case_prefix}fleet.evs[{i}].bus", e.bus) for i, e in enumerate(fleet.evs)]
     refs += [(f"{case_prefix}pv.units[{i}].bus", u.bus) for i, u in enumerate(pv.units)]
+    refs += list(extra or [])
     for name, ref in refs:
         try:
             resolve_bus(net, ref)
@@ -409,7 +518,7 @@ def load_scenario(path: str | Path) -> Scenario:
 def parse_scenario(raw: dict, path: Path) -> Scenario:
     """Validate an already parsed TOML document (see :func:`load_scenario`)."""
     problems: list[str] = []
-    top = {"scenario", "grid", "baseload", "pv", "fleet", "scheduler", "simulators", "cases", "compare"}
+    top = {"scenario", "grid", "baseload", "pv", "fleet", "scheduler", "dso", "simulators", "cases", "compare"}
     for key in raw:
         if key not in top:
             problems.append(f"{key}: unknown table (allowed: {', '.join(sorted(top))})")
@@ -420,6 +529,7 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
     pv = _build(PVConfig, raw.get("pv"), "pv", problems)
     fleet = _build(FleetConfig, raw.get("fleet"), "fleet", problems)
     sched = _build(SchedulerConfig, raw.get("scheduler"), "scheduler", problems)
+    dso = _build(DSOConfig, raw.get("dso"), "dso", problems)
 
     simulators: dict[str, StarterConfig] = {}
     sims_raw = raw.get("simulators", {})
@@ -463,11 +573,21 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
             problems.append(f"{prefix}.name: duplicate case name {cname!r}")
         names.add(cname)
         for key in craw:
-            if key not in {"name", "scheduler", "fleet", "grid"}:
-                problems.append(f"{prefix}.{key}: unknown field (allowed: fleet, grid, name, scheduler)")
+            if key not in {"name", "scheduler", "fleet", "grid", "dso", "baseload", "pv"}:
+                problems.append(f"{prefix}.{key}: unknown field "
+                                "(allowed: baseload, dso, fleet, grid, name, pv, scheduler)")
         c_sched = _build(SchedulerConfig, craw.get("scheduler"), f"{prefix}.scheduler", problems, base=sched) if sched else None
         c_fleet = _build(FleetConfig, craw.get("fleet"), f"{prefix}.fleet", problems, base=fleet) if fleet else None
         c_grid = _build(GridConfig, craw.get("grid"), f"{prefix}.grid", problems, base=grid) if grid else None
+        c_dso = _build(DSOConfig, craw.get("dso"), f"{prefix}.dso", problems, base=dso) if dso else None
+        c_base = _build(BaseLoadConfig, craw.get("baseload"), f"{prefix}.baseload", problems,
+                        base=baseload) if baseload else None
+        c_pv = _build(PVConfig, craw.get("pv"), f"{prefix}.pv", problems, base=pv) if pv else None
+        if c_dso is not None and meta is not None:
+            _check_dso(c_dso, meta, f"{prefix}.dso" if "dso" in craw else "dso", problems)
+            if "dso" in craw and c_grid is not None:
+                _check_buses(f"{prefix}.", c_grid, PVConfig(), FleetConfig(), base_dir, problems,
+                             dso_bus_refs(c_dso, f"{prefix}.dso"))
         if c_fleet is not None and meta is not None:
             _check_fleet(c_fleet, meta, f"{prefix}.fleet" if "fleet" in craw else "fleet", problems)
         if c_sched is not None and c_fleet is not None:
@@ -481,13 +601,14 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
             problems.append(f"{prefix}.scheduler.replay_case: must name an earlier case for strategy 'replay'")
         if c_sched is not None and c_sched.replay_case and c_sched.replay_case not in names - {cname}:
             problems.append(f"{prefix}.scheduler.replay_case: must name an earlier case, got {c_sched.replay_case!r}")
-        if None in (meta, c_grid, baseload, pv, c_fleet, c_sched):
+        if None in (meta, c_grid, c_base, c_pv, c_fleet, c_sched, c_dso):
             continue
-        cases.append(Case(cname, meta, c_grid, baseload, pv, c_fleet, c_sched, simulators, base_dir))
+        cases.append(Case(cname, meta, c_grid, c_base, c_pv, c_fleet, c_sched, simulators, base_dir, c_dso))
 
     # Bus references need the network: checked on the shared tables, whatever else failed.
     if grid is not None and (fleet is not None or pv is not None):
-        _check_buses("", grid, pv or PVConfig(), fleet or FleetConfig(), base_dir, problems)
+        _check_buses("", grid, pv or PVConfig(), fleet or FleetConfig(), base_dir, problems,
+                     dso_bus_refs(dso, "dso") if dso is not None else None)
 
     if not problems:
         _check_fleet_sampling(cases, problems)

@@ -1,0 +1,106 @@
+"""Re-plan on an activation request and the flexibility envelope (seed 003, eqs. (1)-(3), V-C)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from simulators.scheduler.activation import GridModel, PlanEVs, energy_room, envelope, replan
+
+
+def plan_of(p, p_max=10.0, e0=0.0, e_max=40.0, e_dep=20.0, eta=1.0, plugged=None):
+    p = np.asarray(p, dtype=float)
+    t, v = p.shape
+    full = lambda x: np.full(v, float(x))  # noqa: E731
+    return PlanEVs(ev_ids=np.array([f"EV-{i}" for i in range(v)]), bus=np.ones(v, int), col=np.zeros(v, int),
+                   p_max_kw=full(p_max), efficiency=full(eta), e0_kwh=full(e0), e_floor_kwh=np.zeros(v),
+                   e_max_kwh=full(e_max), e_dep_kwh=full(e_dep),
+                   plugged=np.ones((t, v), bool) if plugged is None else plugged, p_kw=p, dt_h=1.0)
+
+
+def test_envelope_by_hand():
+    # one EV, 4 one-hour steps at 5 kW, 10 kW charger, E_max 40 kWh, 20 kWh at departure
+    plan = plan_of([[5.0]] * 4)
+    up, down = envelope(plan)
+    # energy after each step 5, 10, 15, 20; min-energy curve 0, 0, 0, 10, 20 (eq. (1))
+    np.testing.assert_allclose(plan.min_energy()[:, 0], [0, 0, 0, 10, 20])
+    np.testing.assert_allclose(up[:, 0], [5, 5, 5, 5])                   # charger room
+    np.testing.assert_allclose(down[:, 0], [5, 5, 5, 0])                 # last step: (20 - 20) / 1
+    # near the SOC ceiling: E_max = 17 -> step 3 after 20 would be... plan to 16 instead
+    plan2 = plan_of([[4.0]] * 4, e_max=17.0, e_dep=16.0)
+    up2, _ = envelope(plan2)
+    np.testing.assert_allclose(up2[:, 0], [6, 6, 5, 1])                  # (17 - 12) / 1, (17 - 16) / 1
+
+
+def test_request_inside_envelope_is_served_exactly():
+    plan = plan_of([[5.0, 5.0]] * 4)
+    r = replan(plan, "up", 6.0, np.array([1]), np.ones(2, bool))
+    assert r.ok and r.reason == ""
+    assert r.p_kw[1].sum() - 10.0 == pytest.approx(6.0, abs=1e-6)
+    np.testing.assert_allclose(r.p_kw[[0, 2, 3]].sum(axis=1), 10.0, atol=1e-6)  # nothing else had to move
+
+
+def test_request_beyond_envelope_delivers_the_envelope():
+    plan = plan_of([[5.0, 5.0]] * 4)
+    up, _ = envelope(plan)
+    r = replan(plan, "up", 25.0, np.array([0]), np.ones(2, bool))
+    assert r.accepted_kw[0] == pytest.approx(up[0].sum(), abs=1e-5)     # 10 kW: both chargers at 10
+    assert r.shortfall_kw[0] == pytest.approx(15.0, abs=1e-5)
+    assert r.reason == "charger_limit"
+    # downward against the minimum-energy curve: full power all the way is needed
+    # to reach the departure energy, nothing can be postponed
+    plan3 = plan_of([[10.0]] * 4, e_dep=40.0)
+    r3 = replan(plan3, "down", 10.0, np.array([3]), np.ones(1, bool))
+    assert r3.accepted_kw[3] == pytest.approx(0.0, abs=1e-5) and r3.reason == "ev_needs"
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_activation_shifts_later_flexibility(direction):
+    # seed 003, V-C: an upward activation raises the energy of every later step,
+    # so later upward flexibility shrinks and later downward grows (and the other
+    # way round); here the SOC ceiling also forces the plan to charge less later
+    plan = plan_of([[2.0]] * 4, e_max=10.0, e_dep=8.0)
+    up0, down0 = energy_room(plan)
+    r = replan(plan, direction, 4.0 if direction == "up" else 2.0, np.array([0]), np.ones(1, bool))
+    assert r.reason == ""
+    up1, down1 = energy_room(plan, r.p_kw)
+    later = slice(0, 3)  # after steps 0..2 (after the last step both are pinned by departure)
+    if direction == "up":
+        assert np.all(up1[later] < up0[later] - 1e-6) and np.all(down1[later] > down0[later] + 1e-6)
+        # power envelope (eq. (2)): the energy term caps upward power later on
+        assert envelope(plan, r.p_kw)[0][1:].sum() < envelope(plan)[0][1:].sum() - 1.0
+    else:
+        assert np.all(up1[later] > up0[later] + 1e-6) and np.all(down1[later] < down0[later] - 1e-6)
+    assert plan.energy(r.p_kw)[-1, 0] >= 8.0 - 1e-6
+
+
+def test_grid_limit_reason():
+    # one bus; voltage 0.951 pu with the baseline, band 0.95; dV/dP = -1e-3 pu/kW:
+    # 1 kW more is all the grid takes
+    plan = plan_of([[5.0]] * 2, e_dep=10.0)
+    grid = GridModel(vm_base_pu=np.full((2, 1), 0.951), dvm_dp=np.array([[-1e-3]]), vm_min_pu=0.95, vm_max_pu=1.05)
+    r = replan(plan, "up", 3.0, np.array([0]), np.ones(1, bool), grid=grid)
+    assert r.accepted_kw[0] == pytest.approx(1.0, abs=1e-4)
+    assert r.reason == "grid_limit"
+
+
+def test_no_movable_ev_is_refused():
+    plan = plan_of([[5.0]] * 2)
+    r = replan(plan, "down", 3.0, np.array([0]), np.zeros(1, bool))
+    assert r.reason == "no_evs" and r.shortfall_kw[0] == 3.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(0.0, 10.0), min_size=4, max_size=4), st.sampled_from(["up", "down"]),
+       st.floats(0.0, 30.0), st.integers(0, 3))
+def test_no_ev_below_its_departure_energy(p, direction, amount, step):
+    base = np.array(p)[:, None] * np.ones((1, 2))
+    e_dep = float(base[:, 0].sum())  # the baseline's own departure energy
+    plan = plan_of(base, e_dep=e_dep, e_max=40.0)
+    r = replan(plan, direction, amount, np.array([step]), np.ones(2, bool))
+    assert r.ok
+    e = plan.energy(r.p_kw)
+    assert np.all(e[-1] >= e_dep - 1e-5)
+    assert np.all(r.p_kw >= -1e-9) and np.all(r.p_kw <= 10.0 + 1e-9)
+    assert r.accepted_kw[step] <= amount + 1e-5

@@ -24,7 +24,7 @@ from adapters.networks import check_network_name
 STRATEGIES = ("uncoordinated", "smart", "smart_q", "v2g", "v2g_q", "autonomous", "replay")
 MODES = ("day_ahead", "receding")
 STARTERS = ("python", "cmd", "connect")
-SIMULATOR_NAMES = ("grid", "baseload", "pv", "fleet", "scheduler", "recorder")
+SIMULATOR_NAMES = ("grid", "baseload", "pv", "fleet", "scheduler", "recorder", "dso")
 BASELOAD_SOURCES = ("simbench", "csv", "nominal")
 ARRIVALS = ("gev", "fixed")
 DSO_POLICIES = ("scheduled", "voltage", "congestion")
@@ -597,6 +597,10 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
                 problems.append(f"{prefix}.fleet.can_discharge: must be true for strategy {c_sched.strategy!r}")
             if c_sched.strategy in ("smart_q", "v2g_q") and not c_fleet.can_reactive:
                 problems.append(f"{prefix}.fleet.can_reactive: must be true for strategy {c_sched.strategy!r}")
+        if c_dso is not None and c_sched is not None and c_dso.policies and c_sched.strategy not in (
+                "smart", "smart_q", "v2g", "v2g_q"):
+            problems.append(f"{prefix}.scheduler.strategy: the DSO's calls need an optimising strategy "
+                            f"(smart, smart_q, v2g, v2g_q), got {c_sched.strategy!r}")
         if c_sched is not None and c_sched.strategy == "replay" and not c_sched.replay_case:
             problems.append(f"{prefix}.scheduler.replay_case: must name an earlier case for strategy 'replay'")
         if c_sched is not None and c_sched.replay_case and c_sched.replay_case not in names - {cname}:

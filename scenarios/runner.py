@@ -55,6 +55,7 @@ SIMULATORS = {
     "fleet": ("Fleet", "simulators.ev_fleet.mosaik_api", "FleetSimulator"),
     "scheduler": ("Scheduler", "simulators.scheduler.mosaik_api", "SchedulerSimulator"),
     "recorder": ("Recorder", "simulators.recorder.mosaik_api", "RecorderSimulator"),
+    "dso": ("DSO", "simulators.dso.mosaik_api", "DSOSimulator"),
 }
 
 EV_ATTRS = ("soc", "plugged", "p_kw", "q_kvar", "e_needed_kwh", "p_clipped_kw", "q_clipped_kvar", "bus")
@@ -184,6 +185,62 @@ def e_star_kwh(case: Case, net, specs: Sequence[EVSpec]) -> float:
     return float(drive_energy_kwh(net, buses, case.fleet.consumption_kwh_per_km))
 
 
+def dso_groups(case: Case, net) -> dict[str, list[int]]:
+    """``dso.groups`` with bus references resolved to pandapower indices."""
+    return {g: [resolve_bus(net, b) for b in buses] for g, buses in case.dso.groups.items()}
+
+
+def dso_params(case: Case, net, specs: Sequence[EVSpec]) -> dict:
+    """Parameters of the DSO entity (``simulators/dso``) of a case.
+
+    The voltage policy's sensitivity ``d vm / d P_fleet`` comes from the
+    linearised grid (``simulators/grid/sensitivity.py``) at the network's own
+    loads, for a fleet power change spread over the group's EV buses in
+    proportion to their charger ratings.
+    """
+    import copy
+
+    import pandapower as pp
+
+    from simulators.dso.model import fleet_sensitivity
+    from simulators.grid.sensitivity import compute_sensitivities
+
+    d, step_s = case.dso, case.scenario.step_s
+    groups = dso_groups(case, net)
+    params: dict = {"lead_s": float(d.lead_s or step_s), "allow_beyond_offer": d.allow_beyond_offer}
+    if "scheduled" in d.policies:
+        params["scheduled"] = [
+            {"request_id": f"S-{i + 1}", "direction": r.direction, "p_kw": r.p_kw,
+             "start_s": r.start_h * 3600.0, "end_s": r.end_h * 3600.0, "group": r.group,
+             "buses": groups.get(r.group, []), "reason": "scheduled"}
+            for i, r in enumerate(d.requests)]
+    if "voltage" in d.policies:
+        buses = groups.get(d.voltage_group)
+        ev_kva: dict[int, float] = {}
+        for s in specs:
+            if buses is None or s.home_bus in buses:
+                ev_kva[s.home_bus] = ev_kva.get(s.home_bus, 0.0) + s.charger_kva
+        monitored = [resolve_bus(net, b) for b in d.voltage_buses]
+        sens_net = copy.deepcopy(net)
+        pp.runpp(sens_net, calculate_voltage_angles=True, numba=False)
+        sens = compute_sensitivities(sens_net)
+        sens_map = (fleet_sensitivity(sens.dvm_dp, sens.bus_ids, monitored, sorted(ev_kva),
+                                      [ev_kva[b] for b in sorted(ev_kva)]) if ev_kva else {})
+        params["voltage"] = {
+            "buses": monitored, "vm_min_pu": d.voltage_min_pu, "vm_max_pu": d.voltage_max_pu,
+            "sensitivity_pu_per_kw": {str(b): v for b, v in sens_map.items()},
+            "duration_s": float(d.voltage_duration_s), "margin_pu": d.voltage_margin_pu,
+            "group": d.voltage_group, "group_buses": groups.get(d.voltage_group, [])}
+    if "congestion" in d.policies:
+        s_ref = float(net.trafo.sn_mva.max()) * 1e3 if len(net.trafo) else 0.0
+        params["congestion"] = {
+            "element": d.congestion_element, "loading_max_percent": d.congestion_loading_max_percent,
+            "s_ref_kva": s_ref, "duration_s": float(d.congestion_duration_s),
+            "margin_percent": d.congestion_margin_percent, "group": d.congestion_group,
+            "group_buses": groups.get(d.congestion_group, [])}
+    return params
+
+
 # ------------------------------------------------------------------- world ---
 
 
@@ -234,7 +291,8 @@ def run_metadata(case: Case, net, **extra) -> dict:
         "start": start.isoformat(), "timezone": meta.timezone, "step_s": meta.step_s,
         "n_steps": meta.n_steps,
         "config": json.loads(json.dumps(
-            {k: asdict(getattr(case, k)) for k in ("scenario", "grid", "baseload", "pv", "fleet", "scheduler")},
+            {k: asdict(getattr(case, k)) for k in ("scenario", "grid", "baseload", "pv", "fleet", "scheduler",
+                                                   "dso")},
             default=str)),
         **extra,
         "bus_names": {str(i): eid for i, eid in element_eids(net, "bus").items()},
@@ -352,6 +410,8 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                     forecast_q_kvar={str(b): list(map(float, v)) for b, v in fq.items()},
                     ev_specs=[s.to_dict() for s in specs] if sc.mode == "day_ahead" else None,
                     replay=replay_powers(replay_dir, sc.replay_zero_q) if sc.strategy == "replay" else None,
+                    realtime=({"groups": dso_groups(case, net), "time_limit_s": sc.time_limit_s}
+                              if case.dso.policies else None),
                 )
             world.connect(fleet, sched, "fleet_state")
             world.connect(sched, fleet, "setpoints", weak=True)
@@ -365,6 +425,13 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                 world.connect(source, rec, "records")  # every Load / PV output, one value per step
             world.connect(fleet, rec, "records")  # every EV and EVBus output, one value per step
             world.connect(sched, rec, *SCHED_ATTRS)
+            if case.dso.policies:  # the operator calls flexibility (simulators/dso)
+                dso = world.start("DSO", step_size=step_s).DSO(**dso_params(case, net, specs))
+                world.connect(grid, dso, "bus_vm_pu", "max_trafo_loading_percent", "max_line_loading_percent")
+                world.connect(sched, dso, "flex_offer")
+                world.connect(dso, sched, "requests", time_shifted=step_s)
+                world.connect(dso, rec, "records")
+                world.connect(sched, rec, "records")
             setup_s = time.perf_counter() - wall0
             # The networks, profiles and models built above live for the whole run;
             # frozen, the garbage collector's full passes no longer walk them at
@@ -387,6 +454,10 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     summary = summarize(out_dir, infos, step_s, n_steps, grid_cfg.vm_min_pu, grid_cfg.vm_max_pu,
                         grid_cfg.monitor_buses)
     summary.update(_seed001_metrics(out_dir, specs, step_s, n_steps, estar))
+    if case.dso.policies:
+        from scenarios.summary import activation_summary
+
+        summary.update(activation_summary(out_dir, specs))
     summary["wall_seconds"] = round(wall, 3)
     summary["world_run_seconds"] = round(run_s, 3)
     summary["setup_seconds"] = round(setup_s, 3)

@@ -140,3 +140,45 @@ def _ev_figures(ev: pd.DataFrame, infos: Sequence[EVInfo], step_s: int, n_steps:
         "reactive_energy_kvarh": float(q.abs().to_numpy().sum() * dt_h),
         "max_ev_clipping_kw": float(ev["p_clipped_kw"].abs().max()) if "p_clipped_kw" in ev else 0.0,
     }
+
+
+def activation_summary(out_dir, specs) -> dict:
+    """Requested, accepted and delivered flexibility of a run with a DSO.
+
+    From the scheduler's ``Activation`` records (last row of each activation:
+    ``simulators/scheduler/realtime.py``) and the EVs' recorded SOC: energy at
+    departure below the target per EV [kWh] (what the calls cost the owners).
+    """
+    present = set(tables(out_dir))
+    out: dict[str, object] = {"n_activations": 0, "requested_kwh": 0.0, "accepted_kwh": 0.0,
+                              "delivered_kwh": 0.0, "activations": []}
+    if "Activation" in present:
+        act = read_table(out_dir, "Activation").sort_values("time_s").groupby("entity").tail(1)
+        act = act.sort_values("start_s")
+        rows = []
+        for _, r in act.iterrows():
+            rows.append({k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                         for k, v in r.items() if k not in ("time_s", "up_before_kw", "down_before_kw",
+                                                            "up_after_kw", "down_after_kw")})
+        out["activations"] = rows
+        out["n_activations"] = len(rows)
+        out["n_refused"] = int((act["status"] == "refused").sum())
+        out["n_partial"] = int((act["status"] == "partial").sum())
+        out["n_replan_failed"] = int((act["status"] == "solver_failed").sum())
+        for key in ("requested_kwh", "accepted_kwh", "delivered_kwh"):
+            out[key] = float(act[key].fillna(0).sum())
+        out["delivered_share"] = (out["delivered_kwh"] / out["requested_kwh"]) if out["requested_kwh"] > 0 else None
+    if "EV" in present and specs:
+        infos = [EVInfo(s.ev_id, s.capacity_kwh, s.efficiency, s.soc_target, s.arrival_s, s.departure_s)
+                 for s in specs]
+        ev = read_table(out_dir, "EV")
+        n_steps = int(ev["time_s"].nunique())
+        step_s = int(np.diff(np.sort(ev["time_s"].unique()))[0]) if n_steps > 1 else 1
+        soc = soc_trajectories(ev, infos, step_s, n_steps)
+        times_s = np.arange(n_steps + 1) * step_s
+        dep_idx = np.minimum(np.searchsorted(times_s, [i.departure_s for i in infos], side="left"), n_steps)
+        soc_dep = soc[dep_idx, np.arange(len(infos))]
+        short = {i.ev_id: round(float((i.soc_target - s) * i.capacity_kwh), 4)
+                 for i, s in zip(infos, soc_dep) if s < i.soc_target - SOC_TOLERANCE}
+        out["departure_shortfall_kwh"] = short
+    return out

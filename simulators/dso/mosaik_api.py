@@ -97,7 +97,9 @@ class DSOSimulator(mosaik_api_v3.Simulator):
         offer = FlexOffer.from_dict(raw) if raw else None
         reqs = self.model.step(t_s, measurement, offer)
         rows = [r.to_dict() for r in reqs]
-        self._out = {"requests": rows, "n_requests": len(self.model.issued)}
+        # every attribute every step: mosaik would otherwise hand the recorder the
+        # last value again (the recorder writes what it receives)
+        self._out = {"requests": rows, "n_requests": len(self.model.issued), "records": {}}
         if rows:
             cols = {"entity": [r["request_id"] for r in rows]}
             for c in REQUEST_COLUMNS[1:]:

@@ -201,21 +201,24 @@ class Replan:
     message: str = ""
 
 
-def replan(plan: PlanEVs, direction: str, p_req_kw: float, steps: np.ndarray, movable: np.ndarray,
+def replan(plan: PlanEVs, direction: str, p_req_kw, steps: np.ndarray, movable: np.ndarray,
            grid: GridModel | None = None, time_limit_s: float = 10.0) -> Replan:
     """Serve a request: change the movable EVs' total power by ``p_req_kw`` over ``steps``.
 
     Solves the convex QP (variables ``dp`` = change of each plugged (t, v) pair of
     a movable EV, ``s`` = shortfall per request step)::
 
-        min  W sum_t s_t + 1/2 sum dp^2
+        min  W sum_t s_t + 1/2 sum w_t dp^2
         s.t. sigma sum_v dp[t, v] + s_t = P_req,  0 <= s_t <= P_req   (t in steps)
              0 <= p + dp <= P_max                                       (eq. (20))
              E_min[t + 1] <= E[t + 1] + eta dt cumsum(dp) <= E_max      (eqs. (1), (18))
              linearised voltages and transformer power of the new plan inside the
              limits, or no further out than the baseline's        (seed 003 (13), (16))
 
-    ``sigma = +1`` up, ``-1`` down. The baseline is feasible (``dp = 0``,
+    ``sigma = +1`` up, ``-1`` down; ``w_t = 1 + (T - 1 - t) / T`` makes a change
+    cost more the earlier it is, so the energy an activation moves is given back
+    (or taken) as late as the EVs allow: a rebound right after a call would undo
+    its relief when the grid is still stressed. The baseline is feasible (``dp = 0``,
     ``s = P_req``), so the problem always has a solution; the last row of
     ``E_min`` is the departure energy, so no EV leaves below it.
 
@@ -224,8 +227,8 @@ def replan(plan: PlanEVs, direction: str, p_req_kw: float, steps: np.ndarray, mo
     plan : PlanEVs
     direction : str
         ``"up"`` or ``"down"``.
-    p_req_kw : float
-        Requested change [kW], >= 0.
+    p_req_kw : float or ndarray
+        Requested change [kW], >= 0: one value, or one per entry of ``steps``.
     steps : ndarray of int
         Rows of ``plan`` in the request's interval.
     movable : ndarray of bool, shape (V,)
@@ -241,14 +244,16 @@ def replan(plan: PlanEVs, direction: str, p_req_kw: float, steps: np.ndarray, mo
     t0 = time.perf_counter()
     n_t, n_v = plan.plugged.shape
     sigma = 1.0 if direction == "up" else -1.0
-    steps = np.asarray(steps, dtype=int)
-    steps = steps[(steps >= 0) & (steps < n_t)]
+    steps_in = np.asarray(steps, dtype=int)
+    inside = (steps_in >= 0) & (steps_in < n_t)
+    steps = steps_in[inside]
+    amounts = np.broadcast_to(np.asarray(p_req_kw, dtype=float), steps_in.shape)[inside]
     req = np.zeros(n_t)
-    req[steps] = p_req_kw
+    req[steps] = np.maximum(amounts, 0.0)
     zero = np.zeros(n_t)
     mask = plan.plugged & np.asarray(movable, dtype=bool)[None, :]
-    if steps.size == 0 or p_req_kw < TOL_KW or not mask[steps].any():
-        reason = "" if p_req_kw < TOL_KW and steps.size else "no_evs"
+    if steps.size == 0 or req.max() < TOL_KW or not mask[steps].any():
+        reason = "" if req.max() < TOL_KW and steps.size else "no_evs"
         return Replan(True, plan.p_kw.copy(), zero, req, reason, time.perf_counter() - t0,
                       "no movable EV plugged in during the request" if reason else "nothing requested")
     res = _solve(plan, sigma, req, steps, mask, grid, time_limit_s)
@@ -325,7 +330,8 @@ def _solve(plan, sigma, req, steps, mask, grid, time_limit_s):
     ub[i_de] = np.maximum(ub[i_de], 0.0)
 
     G, h_lo, h_hi = _grid_rows(plan, mask, t, v, i_dp, n_var, grid)
-    P = sp.diags(np.concatenate([np.ones(n_pair), np.zeros(n_pair + n_s)]), format="csc")
+    w = 1.0 + (n_t - 1 - t) / n_t  # later changes cheaper (see replan)
+    P = sp.diags(np.concatenate([w, np.zeros(n_pair + n_s)]), format="csc")
     c = np.concatenate([np.zeros(2 * n_pair), np.full(n_s, SHORTFALL_WEIGHT)])
     solver = piqp.SparseSolver()
     st = solver.settings

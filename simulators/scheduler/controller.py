@@ -163,6 +163,7 @@ class Controller:
         self._plan_ids: list[str] = []
         self._plan_bus: dict[str, int] = {}
         self._plan_k0 = 0
+        self._plan_cols = np.zeros(0, dtype=int)
         self.n_solves = 0
         self.n_fallbacks = 0
 
@@ -345,6 +346,7 @@ class Controller:
             self._last_info = PlanInfo("no_evs", 0.0, False, 0.0, 0.0)
             return
         problem = self._problem(k, specs, initial)
+        self._plan_cols = np.asarray(problem.ev_col, dtype=int)
         t0 = time.perf_counter()
         if cfg.strategy == "autonomous":
             schedule = self._solve_autonomous(problem)
@@ -400,6 +402,44 @@ class Controller:
         bus_ids = self.sens.bus_ids
         self._plan_bus = {str(e): int(bus_ids[c]) for e, c in zip(problem.ev_ids, result.charge_col)}
         return result.schedule
+
+    # ------------------------------------------- plan access (real-time activation) ---
+    def _offset(self) -> int:
+        return self._plan_k0 if self.config.mode == "receding" else 0
+
+    def plan_tail(self, k: int) -> tuple[list[str], np.ndarray] | None:
+        """The current plan from step ``k``: (EV ids, ``p_kw`` (n_steps - k, V)), or None."""
+        plan = self._plan
+        row = k - self._offset()
+        if plan is None or row < 0 or row >= plan.p_kw.shape[0]:
+            return None
+        return list(self._plan_ids), np.asarray(plan.p_kw[row:])
+
+    def plan_cols(self) -> np.ndarray:
+        """Column of ``sens.bus_ids`` where each EV of the plan charges."""
+        return self._plan_cols
+
+    def set_plan_tail(self, k: int, ev_ids: Sequence[str], p_kw: np.ndarray, soc_gain: np.ndarray) -> None:
+        """Overwrite the plan of ``ev_ids`` from step ``k`` on (a served activation).
+
+        ``soc_gain`` = ``eta dt / E`` per EV [1/kW] (seed 000, eq. (4), charging):
+        the planned SOC follows, so that a fleet that applies the new plan keeps
+        replaying it instead of re-solving.
+        """
+        plan = self._plan
+        row = k - self._offset()
+        index = {e: i for i, e in enumerate(self._plan_ids)}
+        cols = np.array([index[e] for e in ev_ids], dtype=int)
+        p_all = np.array(plan.p_kw, dtype=float, copy=True)
+        soc = np.array(plan.soc, dtype=float, copy=True)
+        new = np.asarray(p_kw, dtype=float)
+        p_all[row:, cols] = new
+        soc[row + 1:, cols] = soc[row, cols] + np.cumsum(new * np.asarray(soc_gain, dtype=float), axis=0)
+        self._plan = replace(plan, p_kw=p_all, soc=soc)
+
+    def setpoints_now(self, k: int, fleet: Mapping[str, Mapping]):
+        """Setpoints of step ``k`` from the current plan (after :meth:`set_plan_tail`)."""
+        return self._replay(k, FleetView.from_value(fleet).plugged(), offset=self._offset())
 
     def _replay(self, k: int, plugged: Mapping[str, Mapping], offset: int = 0):
         out: dict[str, list[float]] = {}

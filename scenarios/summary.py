@@ -156,10 +156,13 @@ def activation_summary(out_dir, specs) -> dict:
         act = read_table(out_dir, "Activation").sort_values("time_s").groupby("entity").tail(1)
         act = act.sort_values("start_s")
         rows = []
+        keep = ["entity", "direction", "group", "policy", "start_s", "end_s", "requested_kw", "offered_kw",
+                "accepted_kw", "requested_kwh", "accepted_kwh", "delivered_kwh", "delivered_min_kw",
+                "shortfall_kwh", "status", "reason", "replan_s"]
         for _, r in act.iterrows():
-            rows.append({k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                         for k, v in r.items() if k not in ("time_s", "up_before_kw", "down_before_kw",
-                                                            "up_after_kw", "down_after_kw")})
+            rows.append({k: (None if v is None or (isinstance(v, float) and not np.isfinite(v))
+                             else (v.item() if hasattr(v, "item") else v))
+                         for k, v in r.items() if k in keep})
         out["activations"] = rows
         out["n_activations"] = len(rows)
         out["n_refused"] = int((act["status"] == "refused").sum())

@@ -117,6 +117,8 @@ def test_scenario_loader_lists_every_dso_problem(tmp_path):
         end = 2024-05-16T08:00:00
         [grid]
         network = "cigre_lv"
+        [scheduler]
+        strategy = "smart"
         [dso]
         policies = ["scheduled", "voltage"]
         voltage_buses = ["R18", "R99"]

@@ -132,17 +132,22 @@ def open_results(out_dir: str | Path) -> Results:
     return Results(cases, out_dir)
 
 
+#: loguru's default stderr handler (id 0 at import; re-added under a new id after a run)
+_DEFAULT_HANDLER = 0
+
+
 @contextlib.contextmanager
 def _quiet_logs(quiet: bool):
     """Hold back mosaik's INFO lines: replace loguru's *default* stderr handler by a
     WARNING one while the run goes. A loguru set up by the user is left alone."""
+    global _DEFAULT_HANDLER
     from loguru import logger
 
     if not quiet:
         yield
         return
     try:
-        logger.remove(0)  # loguru's default handler; gone if the user configured loguru
+        logger.remove(_DEFAULT_HANDLER)  # gone if the user configured loguru
     except ValueError:
         yield
         return
@@ -151,7 +156,7 @@ def _quiet_logs(quiet: bool):
         yield
     finally:
         logger.remove(ours)
-        logger.add(sys.stderr)  # the default handler again (DEBUG level, default format)
+        _DEFAULT_HANDLER = logger.add(sys.stderr)  # loguru's default again (DEBUG, default format)
 
 
 def _run_blocking(scenario: Scenario, out: Path, cases, plots, jobs, progress, quiet) -> Results:

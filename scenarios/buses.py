@@ -35,3 +35,21 @@ def resolve_bus(net: pp.pandapowerNet, ref: str | int) -> int:
         return int(text)
     examples = ", ".join(eids[int(i)].split("-", 1)[1] for i in list(in_service)[:6])
     raise KeyError(f"unknown bus {ref!r} in network (e.g. {examples}, ...)")
+
+
+def monitored_buses(net: pp.pandapowerNet, prefix: str = "") -> list[str]:
+    """Entity ids of the buses a study is judged on (``grid.monitor_buses``).
+
+    The in-service buses whose short name starts with ``prefix`` (all when empty),
+    at the lowest nominal voltage among them: the feeder itself, without the
+    upstream bus of its transformer (CIGRE LV's ``R0`` is the 20 kV side of the
+    R feeder's transformer and sits at the slack voltage) or the 110 kV slack
+    bus of CIGRE MV.
+    """
+    eids = element_eids(net, "bus")
+    in_service = net.bus.index[net.bus.in_service.astype(bool)]
+    chosen = [int(i) for i in in_service if eids[int(i)].split("-", 1)[1].startswith(prefix)]
+    if not chosen:
+        return []
+    vn = net.bus.vn_kv.loc[chosen]
+    return [eids[i] for i in chosen if vn.at[i] <= vn.min() + 1e-9]

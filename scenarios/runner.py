@@ -33,7 +33,7 @@ import numpy as np
 
 from adapters import mosaik_fixes
 from adapters.networks import load_network
-from scenarios.buses import resolve_bus
+from scenarios.buses import monitored_buses, resolve_bus
 from scenarios.config import Case, Scenario
 from scenarios.progress import CaseProgress
 from scenarios.summary import EVInfo, summarize
@@ -289,13 +289,14 @@ def run_metadata(case: Case, net, **extra) -> dict:
     return {
         "scenario": meta.name, "case": case.name, "seed": meta.seed,
         "start": start.isoformat(), "timezone": meta.timezone, "step_s": meta.step_s,
-        "n_steps": meta.n_steps,
+        "n_steps": meta.n_steps, "base_dir": str(case.base_dir),
         "config": json.loads(json.dumps(
             {k: asdict(getattr(case, k)) for k in ("scenario", "grid", "baseload", "pv", "fleet", "scheduler",
                                                    "dso")},
             default=str)),
         **extra,
         "bus_names": {str(i): eid for i, eid in element_eids(net, "bus").items()},
+        "monitored_buses": monitored_buses(net, case.grid.monitor_buses),
         "provenance": provenance(),
     }
 
@@ -452,7 +453,7 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     infos = [EVInfo(s.ev_id, s.capacity_kwh, s.efficiency, s.soc_target, s.arrival_s, s.departure_s)
              for s in specs]
     summary = summarize(out_dir, infos, step_s, n_steps, grid_cfg.vm_min_pu, grid_cfg.vm_max_pu,
-                        grid_cfg.monitor_buses)
+                        metadata["monitored_buses"])
     summary.update(_seed001_metrics(out_dir, specs, step_s, n_steps, estar))
     if case.dso.policies:
         from scenarios.summary import activation_summary
@@ -472,8 +473,7 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     if plots:
         from scenarios.plots import plot_run
 
-        plot_run(out_dir, meta.start, grid_cfg.vm_min_pu, grid_cfg.vm_max_pu, title=case.name,
-                 monitor_buses=grid_cfg.monitor_buses)
+        plot_run(out_dir, net=net)
     _finish(out_dir, summary)
     return CaseResult(case.name, out_dir, summary)
 
@@ -583,7 +583,7 @@ def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = Non
              [c for c in cases if c.scheduler.strategy == "replay"]]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(cases)))
     done: dict[str, CaseResult | str] = {}
-    for wave in waves:
+    for wave in (w for w in waves if w):
         for case in wave:
             echo(f"running {case.name} ({case.scheduler.strategy}, {case.scheduler.mode}) -> {case_dir[case.name]}")
         args = [(c, case_dir[c.name], plots,
@@ -620,8 +620,8 @@ def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = Non
             from scenarios.plots import plot_comparison
 
             first = cases[0]
-            plot_comparison({r.name: r.out_dir for r in results}, first.scenario.start,
-                            first.grid.vm_min_pu, out / "comparison.png", first.grid.monitor_buses)
+            plot_comparison({r.name: r.out_dir for r in results}, out / "comparison.png",
+                            title=first.scenario.name)
     if failures:
         raise RunFailed("; ".join(failures))
     return results

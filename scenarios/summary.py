@@ -6,7 +6,7 @@ same figures can be computed for any finished or interrupted run. Keys carry uni
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,17 +50,21 @@ def soc_trajectories(ev: pd.DataFrame, infos: Sequence[EVInfo], step_s: int, n_s
     return np.vstack([s, s[-1] + gain])
 
 
-def monitored(bus: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    """Rows of the Bus table whose entity id is ``Bus-<prefix>...`` (all if no prefix)."""
-    return bus if not prefix else bus[bus["entity"].str.startswith(f"Bus-{prefix}")]
+def monitored(bus: pd.DataFrame, monitor: str | Collection[str]) -> pd.DataFrame:
+    """Rows of the Bus table of the monitored buses: a collection of entity ids
+    (:func:`scenarios.buses.monitored_buses`), or a prefix (``Bus-<prefix>...``;
+    all buses if empty)."""
+    if not isinstance(monitor, str):
+        return bus[bus["entity"].isin(list(monitor))]
+    return bus if not monitor else bus[bus["entity"].str.startswith(f"Bus-{monitor}")]
 
 
 def summarize(out_dir, infos: Sequence[EVInfo], step_s: int, n_steps: int,
-              vm_min_pu: float, vm_max_pu: float, monitor_buses: str = "") -> dict:
+              vm_min_pu: float, vm_max_pu: float, monitor_buses: str | Collection[str] = "") -> dict:
     """Summary figures of a recorded run (see module docstring for the keys).
 
-    Voltage figures cover the buses selected by ``monitor_buses`` (a prefix of the
-    buses' short names; all buses when empty).
+    Voltage figures cover the buses selected by ``monitor_buses`` (entity ids, or
+    a prefix of the buses' short names; all buses when empty).
     """
     present = set(tables(out_dir))
     out: dict[str, object] = {}

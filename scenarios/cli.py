@@ -71,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     short.add_argument("--until", default=None, metavar="TIME",
                        help="end the run at this step boundary: 2024-01-17T20:00 or 20:00")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
-                        help="cases run in parallel (default: one per CPU core)")
+                        help="cases run in parallel, or a sweep's LocalCluster workers (default: one per CPU core)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run a [sweep] on this existing Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                             "(default: a LocalCluster on 127.0.0.1)")
     parser.add_argument("--no-plots", action="store_true", help="skip writing the plots")
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-q", "--quiet", action="store_true",
@@ -182,6 +185,12 @@ def _run(args: argparse.Namespace) -> int:
     out = args.out or Path("out") / resolve_scenario_path(args.scenario).stem
     echo = (lambda s: None) if args.quiet else print
     try:
+        if scenario.sweep is not None:
+            from scenarios.sweep import run_sweep
+
+            result = run_sweep(scenario, out, scheduler=args.scheduler, workers=args.jobs,
+                               plots=not args.no_plots, echo=echo, progress=not args.quiet)
+            return EXIT_FAILED if result.n_failed else EXIT_OK
         run_scenario(scenario, out, only=args.cases, plots=not args.no_plots, echo=echo, jobs=args.jobs,
                      progress="off" if args.quiet else "auto")
     except RunFailed as exc:

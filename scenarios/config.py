@@ -8,6 +8,11 @@ before anything is built or started. The file format is documented field by fiel
 A scenario may hold several ``[[cases]]``: each case overrides fields of the
 ``[scheduler]``, ``[fleet]`` and ``[grid]`` tables and is run as its own
 co-simulation (one output sub-folder per case).
+
+A scenario may instead hold a ``[sweep]``: axes (EV penetration, strategy, seed,
+network, target SOC) whose product, or an explicit list of points, gives one
+co-simulation per point (``scenarios/sweep.py`` runs them on Dask). Every axis value
+is checked here, with the others, in the same single pass.
 """
 
 from __future__ import annotations
@@ -245,13 +250,35 @@ class Case:
     dso: DSOConfig = field(default_factory=DSOConfig)
 
 
+#: Sweep axes: name -> what a point's value replaces (docs/scenarios.md, ``[sweep]``).
+SWEEP_AXES = ("network", "penetration_percent", "strategy", "soc_target", "seed")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """``[sweep]``: the points of a parameter sweep and how they are run.
+
+    ``points`` holds every point as a tuple of ``(axis, value)`` pairs in
+    :data:`SWEEP_AXES` order (the product of ``[sweep.axes]`` or the explicit
+    ``[[sweep.points]]``); ``networks`` holds per-network ``[grid]`` overrides.
+    """
+
+    points: tuple[tuple[tuple[str, Any], ...], ...]
+    axes: tuple[str, ...]
+    networks: tuple[tuple[str, GridConfig], ...] = ()
+    workers: int = field(default=0, metadata=_spec(lo=0, hi=1024))
+    point_plots: bool = False
+    retries: int = field(default=3, metadata=_spec(lo=0, hi=100))
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """A validated scenario file: shared settings and its cases."""
+    """A validated scenario file: shared settings and its cases (or its sweep)."""
 
     source: Path
     cases: tuple[Case, ...]
     compare: tuple[str, ...] = ()
+    sweep: SweepConfig | None = None
 
 
 # ---------------------------------------------------------------- validation ---
@@ -518,7 +545,8 @@ def load_scenario(path: str | Path) -> Scenario:
 def parse_scenario(raw: dict, path: Path) -> Scenario:
     """Validate an already parsed TOML document (see :func:`load_scenario`)."""
     problems: list[str] = []
-    top = {"scenario", "grid", "baseload", "pv", "fleet", "scheduler", "dso", "simulators", "cases", "compare"}
+    top = {"scenario", "grid", "baseload", "pv", "fleet", "scheduler", "dso", "simulators", "cases", "compare",
+           "sweep"}
     for key in raw:
         if key not in top:
             problems.append(f"{key}: unknown table (allowed: {', '.join(sorted(top))})")
@@ -621,8 +649,166 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
     if not isinstance(compare, list) or not all(isinstance(c, str) for c in compare):
         problems.append("compare: must be an array of summary keys")
         compare = []
+    sweep = None
+    if "sweep" in raw:
+        if "cases" in raw:
+            problems.append("sweep: cannot be combined with [[cases]] (sweep the strategy as an axis instead)")
+        elif cases:
+            sweep = _build_sweep(raw["sweep"], cases[0], problems)
     if problems:
         # de-duplicate while keeping order (cases share the base tables)
         problems = list(dict.fromkeys(problems))
         raise ScenarioError(str(path), problems)
-    return Scenario(path, tuple(cases), tuple(compare))
+    return Scenario(path, tuple(cases), tuple(compare), sweep)
+
+
+# -------------------------------------------------------------------- sweep ---
+
+
+def _axis_values(raw: Any, name: str, problems: list[str]) -> list | None:
+    """An axis as a list: ``[v, ...]`` or ``{start, stop, step}`` (stop included)."""
+    if isinstance(raw, dict):
+        keys = set(raw)
+        if keys != {"start", "stop", "step"}:
+            problems.append(f"{name}: a range must have exactly start, stop and step, got {sorted(keys)}")
+            return None
+        start, stop, step = raw["start"], raw["stop"], raw["step"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, stop, step)):
+            problems.append(f"{name}: start, stop and step must be numbers, got {raw!r}")
+            return None
+        if step <= 0 or stop < start:
+            problems.append(f"{name}: a range needs step > 0 and stop >= start, got {raw!r}")
+            return None
+        n = int(round((stop - start) / step))
+        values = [start + k * step for k in range(n + 1)]
+        # integers stay integers (seeds); float ranges are rounded to the step's digits
+        return [int(v) if all(isinstance(x, int) for x in (start, step)) else round(v, 9) for v in values]
+    if not isinstance(raw, list) or not raw:
+        problems.append(f"{name}: must be a non-empty array or a {{start, stop, step}} range, got {raw!r}")
+        return None
+    if len(set(map(repr, raw))) != len(raw):
+        problems.append(f"{name}: repeated values in {raw!r}")
+    return list(raw)
+
+
+def _axis_value_problem(axis: str, value: Any, base: Case, networks: dict[str, GridConfig]) -> str | None:
+    """What is wrong with one axis value (None when it is fine)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if axis == "penetration_percent":
+        if not number or not 0 <= value <= 100:
+            return f"must be a number in [0, 100] (EVs per household, in %), got {value!r}"
+    elif axis == "seed":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"must be an integer >= 0, got {value!r}"
+    elif axis == "soc_target":
+        f = base.fleet
+        if not number or not f.soc_min <= value <= f.soc_max:
+            return f"must be a number in [soc_min, soc_max] = [{f.soc_min}, {f.soc_max}], got {value!r}"
+    elif axis == "strategy":
+        allowed = [s for s in STRATEGIES if s != "replay"]
+        if value not in allowed:
+            return f"must be one of {', '.join(map(repr, allowed))}, got {value!r}"
+        f = base.fleet
+        need = {"autonomous": ("autonomous", f.autonomous), "v2g": ("can_discharge", f.can_discharge),
+                "v2g_q": ("can_discharge", f.can_discharge), "smart_q": ("can_reactive", f.can_reactive)}
+        if value in need and not need[value][1]:
+            return f"strategy {value!r} needs fleet.{need[value][0]} = true"
+        if value == "v2g_q" and not f.can_reactive:
+            return "strategy 'v2g_q' needs fleet.can_reactive = true"
+    elif axis == "network":
+        if not isinstance(value, str):
+            return f"must be a network name (string), got {value!r}"
+        problem = check_network_name(value, base.base_dir)
+        if problem:
+            return problem
+    return None
+
+
+def _build_sweep(raw: Any, base: Case, problems: list[str]) -> SweepConfig | None:
+    """Validate ``[sweep]`` against the scenario's (single) case; every problem listed."""
+    import itertools
+
+    if not isinstance(raw, dict):
+        problems.append("sweep: must be a table")
+        return None
+    before = len(problems)
+    allowed = {"axes", "points", "networks", "workers", "point_plots", "retries"}
+    for key in raw:
+        if key not in allowed:
+            problems.append(f"sweep.{key}: unknown field (allowed: {', '.join(sorted(allowed))})")
+    opts = _build(SweepConfig, {k: raw[k] for k in ("workers", "point_plots", "retries") if k in raw},
+                  "sweep", problems, base=SweepConfig(points=(), axes=()))
+
+    networks: dict[str, GridConfig] = {}
+    nets_raw = raw.get("networks", {})
+    if not isinstance(nets_raw, dict):
+        problems.append("sweep.networks: must be a table of per-network [grid] overrides")
+        nets_raw = {}
+    for net_name, table in nets_raw.items():
+        if isinstance(table, dict) and "network" in table:
+            problems.append(f"sweep.networks.{net_name}.network: the table's key names the network")
+            continue
+        g = _build(GridConfig, table, f"sweep.networks.{net_name}", problems,
+                   base=replace(base.grid, network=net_name))
+        if g is not None:
+            networks[net_name] = g
+
+    named: list[dict] = []  # points as {axis: (value, field name for messages)}
+    if ("axes" in raw) == ("points" in raw):
+        problems.append("sweep: give exactly one of [sweep.axes] (a product) or [[sweep.points]] (a list)")
+    elif "axes" in raw:
+        axes_raw = raw["axes"]
+        if not isinstance(axes_raw, dict) or not axes_raw:
+            problems.append(f"sweep.axes: must be a non-empty table of axes ({', '.join(SWEEP_AXES)})")
+            axes_raw = {}
+        lists = {}
+        for axis, values in axes_raw.items():
+            name = f"sweep.axes.{axis}"
+            if axis not in SWEEP_AXES:
+                problems.append(f"{name}: unknown axis (allowed: {', '.join(SWEEP_AXES)})")
+                continue
+            vals = _axis_values(values, name, problems)
+            if vals is not None:
+                lists[axis] = [(v, f"{name}[{i}]") for i, v in enumerate(vals)]
+        ordered = [a for a in SWEEP_AXES if a in lists]
+        named = [dict(zip(ordered, combo)) for combo in itertools.product(*(lists[a] for a in ordered))]
+    else:
+        pts = raw["points"]
+        if not isinstance(pts, list) or not pts or not all(isinstance(p, dict) for p in pts):
+            problems.append("sweep.points: must be a non-empty array of tables")
+            pts = []
+        for i, p in enumerate(pts):
+            for axis in p:
+                if axis not in SWEEP_AXES:
+                    problems.append(f"sweep.points[{i}].{axis}: unknown axis (allowed: {', '.join(SWEEP_AXES)})")
+            named.append({a: (p[a], f"sweep.points[{i}].{a}") for a in SWEEP_AXES if a in p})
+        keys = {frozenset(p) for p in named}
+        if len(keys) > 1:
+            problems.append("sweep.points: every point must set the same axes, got "
+                            + "; ".join(sorted(", ".join(sorted(k)) for k in keys)))
+
+    checked: set[tuple[str, str]] = set()
+    for point in named:
+        for axis, (value, name) in point.items():
+            if (name, repr(value)) in checked:
+                continue
+            checked.add((name, repr(value)))
+            problem = _axis_value_problem(axis, value, base, networks)
+            if problem:
+                problems.append(f"{name}: {problem}")
+    for net_name in networks:
+        if problem := check_network_name(net_name, base.base_dir):
+            problems.append(f"sweep.networks.{net_name}: {problem}")
+    if len(problems) > before:
+        return None
+
+    from scenarios.sweep import check_point_networks
+
+    points = tuple(tuple((a, v) for a, (v, _) in p.items()) for p in named)
+    axes = tuple(a for a in SWEEP_AXES if named and a in named[0])
+    problems.extend(check_point_networks(base, axes, points, networks))
+    if len(set(points)) != len(points):
+        problems.append("sweep.points: repeated points")
+    if len(problems) > before or opts is None:
+        return None
+    return replace(opts, points=points, axes=axes, networks=tuple(sorted(networks.items())))

@@ -250,7 +250,7 @@ class Case:
     dso: DSOConfig = field(default_factory=DSOConfig)
 
 
-#: Sweep axes: name -> what a point's value replaces (docs/scenarios.md, ``[sweep]``).
+#: Sweep axes, in the order a point id names them (docs/scenarios.md, ``[sweep]``).
 SWEEP_AXES = ("network", "penetration_percent", "strategy", "soc_target", "seed")
 
 

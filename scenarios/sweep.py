@@ -56,7 +56,7 @@ TABLE_NAME = "sweep.parquet"
 TIMING_KEYS = ("wall_seconds", "world_run_seconds", "setup_seconds", "solve_seconds", "exec_seconds")
 #: SimBench's household standard load profiles start with this (H0-A ... H0-L).
 HOUSEHOLD_PROFILE_PREFIX = "H"
-_SLUG_NAMES = {"network": "net", "penetration_percent": "pen", "strategy": "", "soc_target": "soc",
+_SLUG_NAMES = {"network": "", "penetration_percent": "pen", "strategy": "", "soc_target": "soc",
                "seed": "seed"}
 
 
@@ -132,18 +132,24 @@ def _network_grid(base: Case, networks: Mapping[str, GridConfig], name: str) -> 
 
 
 def point_case(base: Case, coords: Mapping[str, Any], networks: Mapping[str, GridConfig],
-               point_id: str) -> Case:
-    """The case of one point: ``base`` with the point's values put in."""
+               point_id: str, homes: Mapping[str, Mapping[int, int]] | None = None) -> Case:
+    """The case of one point: ``base`` with the point's values put in.
+
+    ``homes`` caches :func:`households` per network name (filled as needed).
+    """
     from adapters.networks import load_network
 
+    homes = {} if homes is None else homes
     meta = replace(base.scenario, seed=coords.get("seed", base.scenario.seed))
     grid = _network_grid(base, networks, coords.get("network", base.grid.network))
     fleet = base.fleet
     if "soc_target" in coords:
         fleet = replace(fleet, soc_target=float(coords["soc_target"]))
     if "penetration_percent" in coords:
-        homes = households(load_network(grid.network, base.base_dir), base.fleet.counts)
-        fleet = replace(fleet, counts=penetration_counts(homes, coords["penetration_percent"], meta.seed))
+        if grid.network not in homes:
+            homes[grid.network] = households(load_network(grid.network, base.base_dir), base.fleet.counts)
+        fleet = replace(fleet, counts=penetration_counts(homes[grid.network], coords["penetration_percent"],
+                                                         meta.seed))
     sched = replace(base.scheduler, strategy=coords.get("strategy", base.scheduler.strategy))
     return replace(base, name=point_id, scenario=meta, grid=grid, fleet=fleet, scheduler=sched)
 
@@ -154,11 +160,11 @@ def expand(scenario: Scenario) -> list[Point]:
     if sweep is None:
         raise ValueError(f"{scenario.source}: the scenario has no [sweep]")
     base, networks = scenario.cases[0], dict(sweep.networks)
-    out = []
+    out, homes = [], {}
     for pairs in sweep.points:
         coords = dict(pairs)
         pid = _slug(coords)
-        out.append(Point(pid, coords, point_case(base, coords, networks, pid)))
+        out.append(Point(pid, coords, point_case(base, coords, networks, pid, homes)))
     return out
 
 
@@ -288,8 +294,8 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
                 allowed_failures: int = 3) -> Iterator[Any]:
     """A Dask client: on ``scheduler`` (an address) or on a new LocalCluster.
 
-    The LocalCluster listens on loopback only (``127.0.0.1``, random ports, no
-    dashboard), runs one single-threaded worker process per core (or ``workers``)
+    The LocalCluster listens on loopback only (``127.0.0.1``, random ports, the
+    scheduler's HTTP endpoint included), runs one single-threaded worker process per core (or ``workers``)
     and is shut down on exit. A point whose worker dies is re-run up to
     ``allowed_failures`` times on a LocalCluster; an existing cluster keeps its own
     setting.
@@ -307,7 +313,9 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
     n = workers or os.cpu_count() or 1
     with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          scheduler_port=0, dashboard_address=None, silence_logs=logging.ERROR,
+                          scheduler_port=0,
+                          # the scheduler always serves HTTP; None would mean port 8787
+                          dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR,
                           memory_limit=0) as cluster, Client(cluster) as client:
             yield client
 

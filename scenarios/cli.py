@@ -109,6 +109,15 @@ def list_scenarios() -> str:
     return "\n".join(lines)
 
 
+def _where(exc: BaseException) -> str:
+    """``"<component> at step <k>: "`` for a failure that names them (typed run
+    errors carry ``component`` and ``step``), else nothing."""
+    component, step = getattr(exc, "component", None), getattr(exc, "step", None)
+    if component is None:
+        return ""
+    return f"{component}" + (f" at step {step}" if step is not None else "") + ": "
+
+
 def _error(text: str) -> None:
     print(text, file=sys.stderr)
 
@@ -196,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
     except RunFailed as exc:
         if args.debug:
             raise
-        _error(f"run failed: {exc}")
+        _error(f"run failed: {_where(exc)}{exc}\ncompleted steps stay in {out} (no COMPLETE marker)")
         return EXIT_FAILED
     return EXIT_OK
 

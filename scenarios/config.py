@@ -510,7 +510,10 @@ def _check_fleet_sampling(cases: list[Case], problems: list[str]) -> None:
 
     seen = set()
     for i, case in enumerate(cases):
-        key = (repr(case.fleet), case.grid.network, case.scenario.seed)
+        f = case.fleet  # the fields the stays depend on: cases differing elsewhere share one check
+        key = (repr(sorted(f.counts.items())), f.arrival, f.arrival_fixed_h, f.arrival_gev_shape,
+               f.arrival_gev_scale_h, f.arrival_gev_loc_h, f.departure_weibull_scale_h,
+               f.departure_weibull_shape, case.grid.network, case.scenario.seed)
         if not case.fleet.counts or key in seen:
             continue
         seen.add(key)

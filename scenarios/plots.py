@@ -301,10 +301,12 @@ def plot_feeder_power(view: RunView) -> list[Path]:
     axes = axes[:, 0]
     colors = {"base load": "tab:gray", "EV": "tab:red", "PV": "gold"}
     for ax, key, unit in zip(axes, ("p", "q"), ("active power [kW]", "reactive power [kvar]")):
-        pos = [k for k in ("base load", "EV") if k in sums and (sums[k][key] > Q_EPS_KVAR).any()]
+        # a series shown (and named in the legend) only if visible: above 0.1 % of the panel's scale
+        scale = max([sums[k][key].abs().max() for k in sums] + [Q_EPS_KVAR])
+        pos = [k for k in ("base load", "EV") if k in sums and (sums[k][key] > 1e-3 * scale).any()]
         ax.stackplot(index, *[sums[k][key].clip(lower=0) for k in pos], step="post",
                      colors=[colors[k] for k in pos], alpha=0.8, labels=[f"{k} (consumption)" for k in pos])
-        neg = [k for k in ("PV", "EV", "base load") if k in sums and (sums[k][key] < -Q_EPS_KVAR).any()]
+        neg = [k for k in ("PV", "EV", "base load") if k in sums and (sums[k][key] < -1e-3 * scale).any()]
         if neg:
             ax.stackplot(index, *[sums[k][key].clip(upper=0) for k in neg], step="post",
                          colors=[colors[k] for k in neg], alpha=0.5,

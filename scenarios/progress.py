@@ -81,8 +81,9 @@ class CaseProgress:
 
             self._bar = tqdm(total=self.n_steps, desc=name, unit="step", file=self.stream,
                              dynamic_ncols=True, leave=True,
-                             bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps "
-                                        "[{postfix}] {rate_fmt} {elapsed}<{remaining}")
+                             # tqdm puts ", " before the postfix (the simulated clock time)
+                             bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps{postfix} | "
+                                        "{rate_fmt} {elapsed}<{remaining}")
             self._bar.set_postfix_str(_clock(start), refresh=False)
 
     # --- the part of tqdm's interface mosaik uses --------------------------------

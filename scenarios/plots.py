@@ -85,7 +85,7 @@ class RunView:
     def monitored_index(self) -> set[int]:
         names = self.meta.get("bus_names", {})
         by_name = {v: int(k) for k, v in names.items()}
-        return {by_name[e] for e in self.monitored if e in by_name} or set(int(k) for k in names)
+        return {by_name[e] for e in self.monitored if e in by_name} or {int(k) for k in names}
 
     def date_text(self, index: pd.DatetimeIndex) -> str:
         first, last = index.min(), index.max()

@@ -125,8 +125,7 @@ class CaseProgress:
     def _line(self, now: float) -> None:
         elapsed = now - self._t0
         rate = self.steps / elapsed if elapsed > 0 else 0.0
-        eta = (self.n_steps - self.steps) / rate if rate > 0 else float("nan")
-        eta_txt = _duration(eta) if eta == eta else "?"
+        eta_txt = _duration((self.n_steps - self.steps) / rate) if rate > 0 else "?"
         print(f"{self.name}: step {self.steps}/{self.n_steps} ({100 * self.steps / self.n_steps:.0f} %), "
               f"simulated {_clock(self.clock())}, {rate:.2f} steps/s, ETA {eta_txt}",
               file=self.stream, flush=True)

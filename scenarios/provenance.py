@@ -54,9 +54,12 @@ def git_commit() -> str | None:
 
 def version_text() -> str:
     """``ev-grid-cosim 0.1.0 (git 1a2b3c4d5e6f)`` for ``--version``."""
+    text = f"{DISTRIBUTION} {project_version()}"
     commit = git_commit()
-    return f"{DISTRIBUTION} {project_version()}" + (f" (git {commit[:12]}{'-dirty' if commit.endswith('-dirty') else ''})"
-                                                    if commit else "")
+    if commit:
+        sha, _, dirty = commit.partition("-")
+        text += f" (git {sha[:12]}{'-' + dirty if dirty else ''})"
+    return text
 
 
 @functools.cache

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from scenarios.config import ScenarioError
 from scenarios.overrides import apply_overrides, parse_assignment, prepare
 from scenarios.progress import CaseProgress
 from simulators.recorder.model import is_complete, read_table
+from tests.support.runs import wait_for_recorded_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,14 +156,7 @@ def test_ctrl_c_exits_130_and_keeps_completed_steps(tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "run_cosim.py"), "--out", str(out), "--no-plots",
                              "--set", "scenario.step_s=60"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if read_table(out, "Grid")["time_s"].nunique() >= 5:
-                break
-        except FileNotFoundError:
-            pass
-        time.sleep(0.2)
+    wait_for_recorded_steps(out, 5)
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == EXIT_INTERRUPTED, err

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from scenarios import runner
 from scenarios.config import parse_scenario
 from scenarios.runner import RunFailed, run_case
 from simulators.recorder.model import is_complete, pivot, read_table
+from tests.support.runs import wait_for_recorded_steps
 from tests.support.scenario_raw import load_raw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,14 +160,7 @@ def test_killed_run_keeps_completed_steps(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, str(ROOT / "run_cosim.py"), str(scenario), "--out", str(out)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if read_table(out, "Grid")["time_s"].nunique() >= 20:
-                break
-        except FileNotFoundError:
-            pass
-        time.sleep(0.2)
+    wait_for_recorded_steps(out, 20)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     grid = read_table(out, "Grid")

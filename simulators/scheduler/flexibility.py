@@ -618,7 +618,8 @@ def _solve_highs(lp: FlexLP, time_limit_s: float):
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit_s))
     h.setOptionValue("random_seed", 0)
-    h.setOptionValue("threads", 1)
+    # no "threads" option: HiGHS keeps one global thread pool per process, and a
+    # changed thread count after another solve makes run() fail
     model = highspy.HighsLp()
     a = lp.A.tocsc()
     model.num_col_, model.num_row_ = a.shape[1], a.shape[0]

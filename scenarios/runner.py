@@ -622,6 +622,15 @@ def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = Non
             first = cases[0]
             plot_comparison({r.name: r.out_dir for r in results}, out / "comparison.png",
                             title=first.scenario.name)
+            reference = next((r.name for r in results if not next(c for c in cases if c.name == r.name).dso.policies),
+                             None)
+            if reference is not None and any(c.dso.policies for c in cases):
+                from scenarios.realtime_plots import plot_realtime
+
+                f = first.fleet
+                plot_realtime({r.name: r.out_dir for r in results}, reference, first.scenario.start,
+                              first.scenario.step_s, first.grid.vm_min_pu, out, f.soc_target, f.charger_kva,
+                              f.efficiency)
     if failures:
         raise RunFailed("; ".join(failures))
     return results

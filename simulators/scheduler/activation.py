@@ -34,6 +34,8 @@ import scipy.sparse as sp
 
 #: Reasons for a shortfall, in the order they are tested.
 REASONS = ("no_evs", "charger_limit", "grid_limit", "ev_needs", "ev_left", "solver_failed")
+#: Why a request was refused before any re-plan (recorded by ``realtime.RealTime``).
+REFUSALS = ("late", "no_offer", "nothing_requested", "no_evs")
 #: Cost of one kW of shortfall in one step, against 1/2 kW^2 of plan change per EV-step.
 SHORTFALL_WEIGHT = 1e4
 #: Shortfall below this is "delivered in full" [kW].

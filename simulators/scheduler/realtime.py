@@ -36,7 +36,7 @@ from simulators.scheduler.activation import TOL_KW, GridModel, PlanEVs, envelope
 from simulators.scheduler.fleet_view import FleetView
 
 #: Columns of the ``Activation`` records table.
-RECORD_COLUMNS = ("direction", "group", "policy", "start_s", "end_s", "requested_kw", "offered_kw",
+RECORD_COLUMNS = ("direction", "group", "policy", "received_s", "start_s", "end_s", "requested_kw", "offered_kw",
                   "accepted_kw", "requested_kwh", "accepted_kwh", "delivered_kwh", "delivered_min_kw",
                   "shortfall_kwh", "status", "reason", "replan_s", "up_before_kw", "down_before_kw",
                   "up_after_kw", "down_after_kw")
@@ -64,6 +64,7 @@ class ActivationRecord:
     envelope_before: tuple = ((), ())     # total (up, down) per step from the request's start
     envelope_after: tuple = ((), ())
     left: set = field(default_factory=set)
+    received_s: float = 0.0               # when the scheduler got it (the envelopes start there)
 
     def row(self, dt_h: float) -> dict:
         d = self.delivered
@@ -73,6 +74,7 @@ class ActivationRecord:
         deliv_kwh = float(done.sum() * dt_h) if done.size else 0.0
         return {
             "direction": self.direction, "group": self.group, "policy": self.policy,
+            "received_s": float(self.received_s),
             "start_s": float(self.start_s), "end_s": float(self.end_s),
             "requested_kw": float(self.requested_kw),
             "offered_kw": float(self.offered_kw) if np.isfinite(self.offered_kw) else None,
@@ -209,12 +211,16 @@ class RealTime:
             request_id=rid, direction=str(req["direction"]), group=str(req.get("group", "")),
             policy=str(req.get("reason", "scheduled")), start_s=float(req["start_s"]), end_s=float(req["end_s"]),
             requested_kw=float(req["p_kw"]), offered_kw=float("nan") if off is None else float(off),
-            steps=steps, accepted=np.zeros(steps.size), delivered=np.full(steps.size, np.nan))
+            steps=steps, accepted=np.zeros(steps.size), delivered=np.full(steps.size, np.nan),
+            received_s=k * self.step_s)
         self.records[rid] = rec
         self._changed.add(rid)
         if k0 < k:
             rec.status, rec.reason = "refused", "late"  # its interval started before it arrived
             rec.steps = steps[steps >= k]
+        elif rec.requested_kw < TOL_KW:
+            # the operator capped it at an empty offer: nothing to serve
+            rec.status, rec.reason = "refused", "no_offer" if rec.offered_kw < TOL_KW else "nothing_requested"
         return rec
 
     def _apply(self, k: int, plugged: FleetView, rec: ActivationRecord, again: bool) -> bool:

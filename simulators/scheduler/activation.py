@@ -322,7 +322,15 @@ def _solve(plan, sigma, req, steps, mask, grid, time_limit_s):
     add(n_eq + np.arange(n_s), i_s, np.ones(n_s))
     rhs.append(req[steps])
     n_eq += n_s
-    A = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_eq, n_var))
+    gr = _grid_rows(plan, mask, t, v, n_var, grid)
+    n_agg = 0
+    if gr is not None:
+        G, h_lo, h_hi, n_agg, (ar, ac, av, n_ar) = gr
+        add(n_eq + ar, ac, av)
+        rhs.append(np.zeros(n_ar))
+        n_eq += n_ar
+    n_all = n_var + n_agg
+    A = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_eq, n_all))
     b = np.concatenate(rhs)
 
     lb = np.concatenate([-p0, e_min - e_base, np.zeros(n_s)])
@@ -330,11 +338,13 @@ def _solve(plan, sigma, req, steps, mask, grid, time_limit_s):
     # the baseline's own values stay feasible (rounding, SOC limits crossed by the fleet)
     lb[i_de] = np.minimum(lb[i_de], 0.0)
     ub[i_de] = np.maximum(ub[i_de], 0.0)
-
-    G, h_lo, h_hi = _grid_rows(plan, mask, t, v, i_dp, n_var, grid)
+    lb = np.concatenate([lb, np.full(n_agg, -np.inf)])
+    ub = np.concatenate([ub, np.full(n_agg, np.inf)])
+    if gr is None:
+        G = h_lo = h_hi = None
     w = 1.0 + (n_t - 1 - t) / n_t  # later changes cheaper (see replan)
-    P = sp.diags(np.concatenate([w, np.zeros(n_pair + n_s)]), format="csc")
-    c = np.concatenate([np.zeros(2 * n_pair), np.full(n_s, SHORTFALL_WEIGHT)])
+    P = sp.diags(np.concatenate([w, np.zeros(n_pair + n_s + n_agg)]), format="csc")
+    c = np.concatenate([np.zeros(2 * n_pair), np.full(n_s, SHORTFALL_WEIGHT), np.zeros(n_agg)])
     solver = piqp.SparseSolver()
     st = solver.settings
     st.verbose = False
@@ -356,60 +366,80 @@ def _solve(plan, sigma, req, steps, mask, grid, time_limit_s):
     return p_new, accepted
 
 
-def _grid_rows(plan, mask, t, v, i_dp, n_var, grid):
-    """Linearised voltage and transformer rows ``h_lo <= G x <= h_hi`` (or None)."""
+def _grid_rows(plan, mask, t, v, n_var, grid):
+    """Linearised voltage and transformer rows on nodal aggregates.
+
+    Returns ``(G, h_lo, h_hi, n_agg, agg_rows)`` for ``h_lo <= G x <= h_hi`` with
+    ``n_agg`` extra variables ``dPn[t, bus]`` (columns ``n_var ..``) and the
+    equality block ``agg_rows`` (``dPn - sum dp = 0``), or None. Grid rows refer
+    to the aggregates, not to the EVs, so a row has one entry per EV bus instead
+    of one per EV (the matrix stays sparse at thousands of EVs; SPEC's pitfall).
+    Rows that no change inside the EVs' boxes can break are dropped.
+    """
     if grid is None:
-        return None, None, None
+        return None
     col = np.asarray(plan.col)[v]
     ok = col >= 0
     n_t = plan.plugged.shape[0]
     ev_cols = np.unique(col[ok])
     if ev_cols.size == 0:
-        return None, None, None
+        return None
     # box of each (step, bus) change for screening: every EV anywhere in [-p0, pmax - p0]
     lo_b = np.zeros((n_t, ev_cols.size))
     hi_b = np.zeros((n_t, ev_cols.size))
     ci = np.searchsorted(ev_cols, col[ok])
     np.add.at(lo_b, (t[ok], ci), -plan.p_kw[t[ok], v[ok]])
     np.add.at(hi_b, (t[ok], ci), (plan.p_max_kw[v] - plan.p_kw[t, v])[ok])
-    blocks, lo_all, hi_all = [], [], []
-
-    def family(base, sens, lower, upper):
+    fams = []
+    for base, sens, lower, upper in _families(grid, n_t):
         s = np.asarray(sens)[:, ev_cols]  # (rows, B)
         sp_, sn = np.maximum(s, 0), np.minimum(s, 0)
         reach_hi = base + hi_b @ sp_.T + lo_b @ sn.T
         reach_lo = base + lo_b @ sp_.T + hi_b @ sn.T
         lower = np.minimum(lower, base)  # no further out than the baseline
         upper = np.maximum(upper, base)
-        keep = (reach_lo < lower - 1e-9) | (reach_hi > upper + 1e-9)
-        rt, ri = np.nonzero(keep)
-        if rt.size == 0:
-            return
-        # row (rt, ri) = sum over the pairs of step rt of s[ri, col(pair)] dp_pair
-        okj = np.flatnonzero(ok)
-        js = okj[np.argsort(t[okj], kind="stable")]
-        first = np.searchsorted(t[js], np.arange(n_t))
-        count = np.searchsorted(t[js], np.arange(n_t), side="right") - first
+        rt, ri = np.nonzero((reach_lo < lower - 1e-9) | (reach_hi > upper + 1e-9))
+        if rt.size:
+            fams.append((rt, ri, s, lower[rt, ri] - base[rt, ri], upper[rt, ri] - base[rt, ri]))
+    if not fams:
+        return None
+    # aggregates dPn[t, b] on the steps with rows, for the buses with an EV plugged then
+    row_steps = np.unique(np.concatenate([f[0] for f in fams]))
+    on = ok & np.isin(t, row_steps)
+    key = t[on] * ev_cols.size + np.searchsorted(ev_cols, col[on])
+    uk, inv = np.unique(key, return_inverse=True)
+    n_agg = uk.size
+    i_agg = n_var + np.arange(n_agg)
+    pairs = np.flatnonzero(on)
+    agg_rows = (np.concatenate([np.arange(n_agg), inv]), np.concatenate([i_agg, pairs]),
+                np.concatenate([np.ones(n_agg), -np.ones(pairs.size)]), n_agg)
+    agg_t, agg_b = uk // ev_cols.size, uk % ev_cols.size
+    first = np.searchsorted(agg_t, np.arange(n_t))
+    count = np.searchsorted(agg_t, np.arange(n_t), side="right") - first
+    blocks, lo_all, hi_all = [], [], []
+    for rt, ri, s, lo, hi in fams:
         cnt = count[rt]
         nz = cnt > 0
-        rt, ri, cnt = rt[nz], ri[nz], cnt[nz]
+        rt, ri, cnt, lo, hi = rt[nz], ri[nz], cnt[nz], lo[nz], hi[nz]
         if rt.size == 0:
-            return
+            continue
         row = np.repeat(np.arange(rt.size), cnt)
         within = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        pairs = js[np.repeat(first[rt], cnt) + within]
-        coef = np.asarray(sens)[np.repeat(ri, cnt), col[pairs]]
+        aggs = np.repeat(first[rt], cnt) + within
+        coef = s[np.repeat(ri, cnt), agg_b[aggs]]
         scale = np.maximum(np.maximum.reduceat(np.abs(coef), np.cumsum(cnt) - cnt), 1e-12)
-        blocks.append(sp.csc_matrix((coef / scale[row], (row, i_dp[pairs])), shape=(rt.size, n_var)))
-        lo_all.append((lower[rt, ri] - base[rt, ri]) / scale)
-        hi_all.append((upper[rt, ri] - base[rt, ri]) / scale)
-
-    n = grid.vm_base_pu.shape[1]
-    family(grid.vm_base_pu, grid.dvm_dp, np.full((n_t, n), grid.vm_min_pu), np.full((n_t, n), grid.vm_max_pu))
-    if grid.pt_base_kw is not None and grid.dpt_dp is not None and grid.pt_max_kw is not None:
-        k = grid.pt_base_kw.shape[1]
-        cap = np.broadcast_to(grid.pt_max_kw, (n_t, k))
-        family(grid.pt_base_kw, grid.dpt_dp, -cap, cap)
+        blocks.append(sp.csc_matrix((coef / scale[row], (row, i_agg[aggs])), shape=(rt.size, n_var + n_agg)))
+        lo_all.append(lo / scale)
+        hi_all.append(hi / scale)
     if not blocks:
-        return None, None, None
-    return sp.vstack(blocks, format="csc"), np.concatenate(lo_all), np.concatenate(hi_all)
+        return None
+    return sp.vstack(blocks, format="csc"), np.concatenate(lo_all), np.concatenate(hi_all), n_agg, agg_rows
+
+
+def _families(grid, n_t):
+    """(baseline value, sensitivity, lower, upper) of each row family."""
+    n = grid.vm_base_pu.shape[1]
+    yield grid.vm_base_pu, grid.dvm_dp, np.full((n_t, n), grid.vm_min_pu), np.full((n_t, n), grid.vm_max_pu)
+    if grid.pt_base_kw is not None and grid.dpt_dp is not None and grid.pt_max_kw is not None:
+        cap = np.broadcast_to(grid.pt_max_kw, grid.pt_base_kw.shape)
+        yield grid.pt_base_kw, grid.dpt_dp, -cap, cap

@@ -41,6 +41,13 @@ def _format_time_axis(ax) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _last_activations(case_dir: Path):
     if "Activation" not in tables(case_dir):
         return None
@@ -79,11 +86,7 @@ def plot_realtime(case_dirs: Mapping[str, Path], reference: str, start: dt.datet
             ax.set_title(name, fontsize=9)
             _format_time_axis(ax)
         axes[0, 0].legend(fontsize=7, ncol=3)
-        fig.tight_layout()
-        path = out_dir / "realtime_delivery.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / "realtime_delivery.png"))
 
     # --- envelope before/after each activation (the case with the most activations)
     if dso_cases:
@@ -106,11 +109,7 @@ def plot_realtime(case_dirs: Mapping[str, Path], reference: str, start: dt.datet
                 ax.set_ylabel("flexibility [kW]")
                 _format_time_axis(ax)
             axes[0, 0].legend(fontsize=7, ncol=4)
-            fig.tight_layout()
-            path = out_dir / "realtime_envelope.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            written.append(path)
+            written.append(_save(fig, out_dir / "realtime_envelope.png"))
 
     # --- min voltage and transformer loading
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
@@ -125,11 +124,7 @@ def plot_realtime(case_dirs: Mapping[str, Path], reference: str, start: dt.datet
     ax1.legend(fontsize=7)
     for ax in (ax1, ax2):
         _format_time_axis(ax)
-    fig.tight_layout()
-    path = out_dir / "realtime_grid.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, out_dir / "realtime_grid.png"))
 
     # --- fleet energy vs minimum-energy curve
     fig, ax = plt.subplots(figsize=(10, 4))
@@ -155,9 +150,5 @@ def plot_realtime(case_dirs: Mapping[str, Path], reference: str, start: dt.datet
     ax.set_ylabel("energy in the batteries [kWh]")
     ax.legend(fontsize=7)
     _format_time_axis(ax)
-    fig.tight_layout()
-    path = out_dir / "realtime_soc.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, out_dir / "realtime_soc.png"))
     return written

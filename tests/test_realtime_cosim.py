@@ -138,3 +138,15 @@ def test_same_seed_same_results(runs, tmp_path):
     p1 = pivot(again.out_dir, "EV", "p_kw")
     p0 = pivot(runs["scheduled"].out_dir, "EV", "p_kw")
     assert p1.equals(p0)
+
+
+def test_study_figures_written(runs, tmp_path):
+    import datetime as dt
+
+    from scenarios.realtime_plots import plot_realtime
+
+    paths = plot_realtime({n: r.out_dir for n, r in runs.items()}, "none", dt.datetime(2024, 5, 15, 17), 900,
+                          0.90, tmp_path, 0.8, 11.0, 0.9)
+    assert [p.name for p in paths] == ["realtime_delivery.png", "realtime_envelope.png", "realtime_grid.png",
+                                       "realtime_soc.png"]
+    assert all(p.stat().st_size > 10_000 for p in paths)

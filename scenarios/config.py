@@ -188,6 +188,11 @@ class SchedulerConfig:
     # strategy "replay": apply the EV powers recorded by another case of the scenario
     replay_case: str = ""
     replay_zero_q: bool = False
+    # day-ahead mode: what the scheduler is told about every EV, with seeded
+    # errors (the fleet itself behaves as sampled): arrival time + N(0, std) [h],
+    # initial SOC + N(0, std) [-]; receding mode learns each EV when it plugs in
+    forecast_arrival_std_h: float = field(default=0.0, metadata=_spec(lo=0, hi=24))
+    forecast_soc_std: float = field(default=0.0, metadata=_spec(lo=0, hi=1))
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,29 @@ def e_star_kwh(case: Case, net, specs: Sequence[EVSpec]) -> float:
     return float(drive_energy_kwh(net, buses, case.fleet.consumption_kwh_per_km))
 
 
+def forecast_ev_specs(case: Case, specs: Sequence[EVSpec]) -> list[dict]:
+    """The EVs as the day-ahead scheduler knows them: seeded forecast errors.
+
+    ``scheduler.forecast_arrival_std_h`` shifts each arrival by N(0, std) hours
+    (kept in [0, departure - one step]); ``scheduler.forecast_soc_std`` adds
+    N(0, std) to the initial SOC (kept in [soc_min, soc_max]). Zero: the truth.
+    """
+    sc, meta = case.scheduler, case.scenario
+    rng = np.random.default_rng([meta.seed, 2])
+    out = []
+    for s in specs:
+        d = s.to_dict()
+        if sc.forecast_arrival_std_h:
+            latest = max(0.0, d["departure_s"] - meta.step_s)
+            d["arrival_s"] = float(np.clip(d["arrival_s"] + rng.normal(0.0, sc.forecast_arrival_std_h) * 3600.0,
+                                           0.0, latest))
+        if sc.forecast_soc_std:
+            d["soc_initial"] = float(np.clip(d["soc_initial"] + rng.normal(0.0, sc.forecast_soc_std),
+                                             d["soc_min"], d["soc_max"]))
+        out.append(d)
+    return out
+
+
 def dso_groups(case: Case, net) -> dict[str, list[int]]:
     """``dso.groups`` with bus references resolved to pandapower indices."""
     return {g: [resolve_bus(net, b) for b in buses] for g, buses in case.dso.groups.items()}
@@ -409,7 +432,7 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                                 "exact_drive_energy": sc.autonomous_exact_drive_energy},
                     forecast_p_kw={str(b): list(map(float, v)) for b, v in fp.items()},
                     forecast_q_kvar={str(b): list(map(float, v)) for b, v in fq.items()},
-                    ev_specs=[s.to_dict() for s in specs] if sc.mode == "day_ahead" else None,
+                    ev_specs=forecast_ev_specs(case, specs) if sc.mode == "day_ahead" else None,
                     replay=replay_powers(replay_dir, sc.replay_zero_q) if sc.strategy == "replay" else None,
                     realtime=({"groups": dso_groups(case, net), "time_limit_s": sc.time_limit_s}
                               if case.dso.policies else None),

@@ -135,3 +135,26 @@ def test_scenario_loader_lists_every_dso_problem(tmp_path):
                    "voltage_max_pu: must be in (0, 2)", "R99", "X7"):
         assert needle in text, needle
     assert len(info.value.problems) == 7
+
+
+def test_day_ahead_ev_forecast_errors_are_seeded_and_bounded():
+    from pathlib import Path
+
+    from scenarios.config import parse_scenario
+    from scenarios.runner import fleet_specs, forecast_ev_specs
+    from adapters.networks import load_network
+
+    raw = {"scenario": {"seed": 5}, "grid": {"network": "cigre_lv"},
+           "fleet": {"counts": {"R18": 6}}, "scheduler": {"strategy": "smart", "mode": "day_ahead"}}
+    case = parse_scenario(raw, Path("x.toml")).cases[0]
+    specs = fleet_specs(case, load_network("cigre_lv"))
+    exact = forecast_ev_specs(case, specs)
+    assert exact == [s.to_dict() for s in specs]
+    noisy_raw = dict(raw, scheduler={**raw["scheduler"], "forecast_arrival_std_h": 1.0, "forecast_soc_std": 0.1})
+    noisy_case = parse_scenario(noisy_raw, Path("x.toml")).cases[0]
+    a, b = forecast_ev_specs(noisy_case, specs), forecast_ev_specs(noisy_case, specs)
+    assert a == b  # same seed, same errors
+    assert any(x["arrival_s"] != y["arrival_s"] for x, y in zip(a, exact))
+    for x in a:
+        assert 0.0 <= x["arrival_s"] <= x["departure_s"] - 900
+        assert x["soc_min"] <= x["soc_initial"] <= x["soc_max"]

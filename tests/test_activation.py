@@ -104,3 +104,42 @@ def test_no_ev_below_its_departure_energy(p, direction, amount, step):
     assert np.all(e[-1] >= e_dep - 1e-5)
     assert np.all(r.p_kw >= -1e-9) and np.all(r.p_kw <= 10.0 + 1e-9)
     assert r.accepted_kw[step] <= amount + 1e-5
+
+
+def test_flex_max_plan_as_baseline():
+    """Seed 003's flex_max plan (issue 11) drops in as the baseline: our envelope of
+    its schedule reproduces its upward/downward flexibility (eqs. (2), (3)), and a
+    call of its full downward flexibility in one step is served."""
+    import pandapower as pp
+    import pandapower.networks as pn
+
+    from simulators.grid.sensitivity import compute_sensitivities
+    from simulators.scheduler.flexibility import FlexOptions, solve_flex
+    from simulators.scheduler.problem import ChargingProblem, GridBounds
+
+    net = pn.create_cigre_network_lv()
+    pp.runpp(net)
+    sens = compute_sensitivities(net)
+    v, n_t = 3, 6
+    cap = np.array([40.0, 50.0, 60.0])
+    plugged = np.ones((n_t, v), bool)
+    plugged[:1, 2] = False
+    problem = ChargingProblem(
+        dt_h=1.0, ev_ids=np.arange(v), ev_col=np.zeros(v, int), capacity_kwh=cap, s_max_kva=np.full(v, 7.0),
+        efficiency=np.ones(v), soc0=np.array([0.2, 0.3, 0.25]), soc_target=np.array([0.6, 0.7, 0.5]),
+        soc_min=np.zeros(v), soc_max=np.ones(v), can_discharge=np.zeros(v, bool), can_reactive=np.zeros(v, bool),
+        plugged=plugged, net_p_kw=np.zeros((n_t, len(sens.bus_ids))), net_q_kvar=np.zeros((n_t, len(sens.bus_ids))),
+        sens=sens, limits=GridBounds(0.5, 1.5, 10.0, 10.0))
+    fp = solve_flex(problem, FlexOptions())
+    assert not fp.fallback
+    plan = PlanEVs(ev_ids=np.arange(v).astype(str), bus=np.ones(v, int), col=np.zeros(v, int),
+                   p_max_kw=np.full(v, 7.0), efficiency=np.ones(v), e0_kwh=problem.soc0 * cap,
+                   e_floor_kwh=problem.soc0 * cap, e_max_kwh=cap, e_dep_kwh=problem.soc_target * cap,
+                   plugged=plugged, p_kw=np.asarray(fp.p_ch_kw), dt_h=1.0)
+    up, down = envelope(plan)
+    np.testing.assert_allclose(up, fp.p_up_kw, atol=1e-5)
+    np.testing.assert_allclose(down, fp.p_down_kw, atol=1e-5)
+    k = int(np.argmax(down.sum(axis=1)))
+    r = replan(plan, "down", float(down[k].sum()), np.array([k]), np.ones(v, bool))
+    assert r.reason == "" and r.accepted_kw[k] == pytest.approx(down[k].sum(), rel=0.01)
+    assert np.all(plan.energy(r.p_kw)[-1] >= problem.soc_target * cap - 1e-5)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.networks import check_network_name
+from adapters.remote_watchdog import DEFAULT_START_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, parse_addr
 
 STRATEGIES = ("uncoordinated", "smart", "smart_q", "v2g", "v2g_q", "autonomous", "replay")
 MODES = ("day_ahead", "receding")
@@ -236,7 +237,13 @@ class StarterConfig:
     """How one simulator is started: in-process, subprocess or connect."""
 
     starter: str = field(default="python", metadata=_spec(choices=STARTERS))
+    # "host:port" to connect to (starter "connect"; port 1..65535)
     addr: str = "127.0.0.1:0"
+    # out of process only (adapters/remote_watchdog.py): longest wait for the
+    # simulator to connect and for each set-up call, and for each step's reply;
+    # a dead child is noticed within 0.2 s whatever these are
+    start_timeout_s: float = field(default=DEFAULT_START_TIMEOUT_S, metadata=_spec(lo=0, hi=3600, gt=True))
+    step_timeout_s: float = field(default=DEFAULT_STEP_TIMEOUT_S, metadata=_spec(lo=0, hi=86400, gt=True))
 
 
 @dataclass(frozen=True)
@@ -572,6 +579,12 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
         sims_raw = {}
     for name in SIMULATOR_NAMES:
         simulators[name] = _build(StarterConfig, sims_raw.get(name), f"simulators.{name}", problems) or StarterConfig()
+    for name, starter in simulators.items():
+        if starter.starter == "connect":
+            try:
+                parse_addr(starter.addr)
+            except ValueError as exc:
+                problems.append(f"simulators.{name}.addr: {exc} (starter 'connect')")
     for name in sims_raw:
         if name not in SIMULATOR_NAMES:
             problems.append(f"simulators.{name}: unknown simulator (allowed: {', '.join(SIMULATOR_NAMES)})")
@@ -635,6 +648,11 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
                 "smart", "smart_q", "v2g", "v2g_q"):
             problems.append(f"{prefix}.scheduler.strategy: the DSO's calls need an optimising strategy "
                             f"(smart, smart_q, v2g, v2g_q), got {c_sched.strategy!r}")
+        remote_sched = simulators["scheduler"]
+        if c_sched is not None and remote_sched.starter != "python" \
+                and c_sched.time_limit_s >= remote_sched.step_timeout_s:
+            problems.append(f"simulators.scheduler.step_timeout_s: must exceed {prefix}.scheduler.time_limit_s "
+                            f"({c_sched.time_limit_s:g} s) for a remote scheduler, got {remote_sched.step_timeout_s:g}")
         if c_sched is not None and c_sched.strategy == "replay" and not c_sched.replay_case:
             problems.append(f"{prefix}.scheduler.replay_case: must name an earlier case for strategy 'replay'")
         if c_sched is not None and c_sched.replay_case and c_sched.replay_case not in names - {cname}:

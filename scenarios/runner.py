@@ -31,7 +31,7 @@ from pathlib import Path
 import mosaik
 import numpy as np
 
-from adapters import mosaik_fixes
+from adapters import mosaik_fixes, remote_watchdog
 from adapters.networks import load_network
 from scenarios.buses import monitored_buses, resolve_bus
 from scenarios.config import Case, Scenario
@@ -268,18 +268,32 @@ def dso_params(case: Case, net, specs: Sequence[EVSpec]) -> dict:
 
 
 def sim_config(case: Case) -> dict:
-    """mosaik sim_config from the case's ``[simulators]`` starters."""
+    """mosaik sim_config from the case's ``[simulators]`` starters.
+
+    Out-of-process simulators get the watchdog's starters
+    (``adapters/remote_watchdog.py``): their own start-up and step timeouts, and a
+    child that dies is noticed at once.
+    """
     config = {}
     for key, (name, module, cls) in SIMULATORS.items():
         starter = case.simulators[key]
+        timeouts = {"start_timeout_s": starter.start_timeout_s, "step_timeout_s": starter.step_timeout_s}
         if starter.starter == "python":
             config[name] = {"python": f"{module}:{cls}"}
         elif starter.starter == "cmd":
             # mosaik_api_v3 logs at INFO in its own process otherwise
-            config[name] = {"cmd": f"{sys.executable} -m {module} --log-level warning %(addr)s"}
+            config[name] = remote_watchdog.WatchedCmdStarter(
+                f"{sys.executable} -m {module} --log-level warning %(addr)s", **timeouts)
         else:
-            config[name] = {"connect": starter.addr}
+            host, port = remote_watchdog.parse_addr(starter.addr)
+            config[name] = remote_watchdog.WatchedConnectStarter(host, port, **timeouts)
     return config
+
+
+def world_config(case: Case) -> dict:
+    """mosaik_config: mosaik bounds every ``init`` call by one world-wide start timeout."""
+    return remote_watchdog.world_config(
+        s.start_timeout_s for s in case.simulators.values() if s.starter != "python")
 
 
 class _ErrorLog:
@@ -373,8 +387,9 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     errors = _ErrorLog()
     n_steps, step_s = meta.n_steps, meta.step_s
     mosaik_fixes.install()  # see adapters/mosaik_fixes.py (step cost, remote simulators)
+    remote_watchdog.install()  # remote simulators that die or hang fail the run
     try:
-        with mosaik.World(sim_config(case), time_resolution=1.0, cache=False,
+        with mosaik.World(sim_config(case), mosaik_config=world_config(case), time_resolution=1.0, cache=False,
                           skip_greetings=True, configure_logging=False) as world:
             # numpy columns (records, fleet_state) only if their consumers share the process
             arrays = all(case.simulators[k].starter == "python" for k in ("recorder", "scheduler"))

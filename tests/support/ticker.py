@@ -23,3 +23,7 @@ class Ticker(mosaik_api_v3.Simulator):
 
     def get_data(self, outputs):
         return {eid: {"value": self.time} for eid in outputs}
+
+
+if __name__ == "__main__":
+    mosaik_api_v3.start_simulation(Ticker(), "ticker")

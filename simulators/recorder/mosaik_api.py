@@ -77,6 +77,8 @@ class RecorderSimulator(mosaik_api_v3.Simulator):
             for attr, sources in attrs.items():
                 if attr == "records":
                     for value in sources.values():
+                        if value is None:  # the grid after a non-converged power flow: no values
+                            continue
                         for table, columns in value.items():
                             self.writer.append_columns(time_s, table, columns)
                     continue

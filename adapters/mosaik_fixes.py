@@ -119,10 +119,10 @@ def _tiers(sim) -> tuple:
     return nxt, cur
 
 
-def applies(version: str | None = None) -> bool:
-    """True if the installed (or given) mosaik version is one the fixes were checked on."""
+def applies(version: str | None = None, checked: tuple[str, ...] = CHECKED_VERSIONS) -> bool:
+    """True if the installed (or given) mosaik version is one of ``checked`` (these fixes' own by default)."""
     version = version if version is not None else metadata.version("mosaik")
-    return any(version == v or version.startswith(v + ".") for v in CHECKED_VERSIONS)
+    return any(version == v or version.startswith(v + ".") for v in checked)
 
 
 def install() -> bool:

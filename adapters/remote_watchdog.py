@@ -44,7 +44,6 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from importlib import metadata
 
 from mosaik.proxies import RemoteProxy
 from mosaik.starters import CmdStarter, ConnectStarter
@@ -199,8 +198,9 @@ async def _watched_stop(self: RemoteProxy) -> None:
 
 def applies(version: str | None = None) -> bool:
     """True if the installed (or given) mosaik version is one the patch was checked on."""
-    version = version if version is not None else metadata.version("mosaik")
-    return any(version == v or version.startswith(v + ".") for v in CHECKED_VERSIONS)
+    from adapters.mosaik_fixes import applies as version_checked
+
+    return version_checked(version, CHECKED_VERSIONS)
 
 
 def install() -> bool:

@@ -7,6 +7,9 @@ A network is named by one string, the ``network`` field of a scenario:
 ``cigre_mv``
     CIGRE European MV benchmark without DER
     (``pandapower.networks.create_cigre_network_mv(with_der=False)``).
+``suburban_lv``
+    Seed 003's suburban LV stand-in (:func:`create_suburban_lv`): 61 nodes, three
+    radial feeders, 11/0.4 kV 315 kVA Dyn11 transformer.
 ``simbench:<code>``
     Any SimBench code, e.g. ``simbench:1-LV-rural1--0-sw``; loaded offline from the
     ``simbench`` package, with its load and generation profiles in ``net.profiles``.
@@ -18,12 +21,14 @@ from __future__ import annotations
 
 import copy
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandapower as pp
 import pandapower.networks as pn
 
-BUILTIN_NETWORKS = ("cigre_lv", "cigre_mv")
+BUILTIN_NETWORKS = ("cigre_lv", "cigre_mv", "suburban_lv")
 SIMBENCH_PREFIX = "simbench:"
 
 
@@ -67,6 +72,8 @@ def _load_cached(name: str, base_dir: str | None) -> pp.pandapowerNet:
         return pn.create_cigre_network_lv()
     if name == "cigre_mv":
         return pn.create_cigre_network_mv(with_der=False)
+    if name == "suburban_lv":
+        return create_suburban_lv()
     if name.startswith(SIMBENCH_PREFIX):
         import simbench
 
@@ -87,3 +94,113 @@ def load_network(name: str, base_dir: Path | None = None) -> pp.pandapowerNet:
     if problem is not None:
         raise UnknownNetworkError(problem)
     return copy.deepcopy(_load_cached(name, None if base_dir is None else str(base_dir)))
+
+
+# --------------------------------------------------------------------------- seed 003 stand-in
+SUBURBAN_LV = "suburban_lv"
+
+
+@dataclass(frozen=True)
+class SuburbanLVParams:
+    """Stand-in for seed 003's private Cyprus suburban LV grid (paper Sec. IV-D, Fig. 6).
+
+    What the paper states: 61 nodes, an 11/0.4 kV 315 kVA Dyn (delta-wye)
+    transformer, three radial feeders of about 30-50 residential customers each,
+    mostly three-phase customers, symmetric model. Everything else is chosen here.
+
+    Attributes
+    ----------
+    nodes_per_feeder : tuple of int
+        LV nodes along each feeder (20 + 20 + 19 = 59, plus the MV and the LV
+        busbar = 61 nodes, as the paper).
+    customers_per_feeder : tuple of int
+        Residential customers of each feeder (40, 35, 45: inside the paper's 30-50);
+        spread over the feeder's nodes as evenly as possible, first nodes first.
+    segment_m : tuple of float
+        Cable length between consecutive nodes of each feeder [m]: 30-35 m, a
+        typical suburban plot frontage times two houses, giving feeders of
+        0.6-0.7 km (Cypriot suburban LV feeders run a few hundred metres to ~1 km).
+    main_cable, tail_cable : str
+        pandapower standard types: "NAYY 4x150 SE" (0.27 kA) for the first
+        ``main_nodes`` segments, "NAYY 4x120 SE" (0.242 kA) further out (tapered
+        feeders as is common practice).
+    main_nodes : int
+        Segments of each feeder built with ``main_cable``.
+    sn_mva, vn_hv_kv, vn_lv_kv : float
+        Transformer rating and voltages (paper: 315 kVA, 11/0.4 kV).
+    vk_percent, vkr_percent, pfe_kw, i0_percent : float
+        Short-circuit and no-load data of a 315 kVA distribution transformer
+        (typical catalogue values for 250-400 kVA oil units: uk 4 %, copper losses
+        ~3.6 kW -> vkr ~1.15 %, iron losses ~0.7 kW, no-load current 0.3 %).
+    vector_group : str
+        "Dyn11" (delta-wye, the paper's Delta-Y; shift 330 deg as in Cyprus/IEC practice).
+    peak_kw_per_customer : float
+        Peak base demand per customer [kW] (after diversity; sets ``p_mw`` of each
+        customer load; profiles scale it): 1.6 kW, about the evening peak of an
+        average household in May with no air-conditioning load.
+    cos_phi_load : float
+        Base-load power factor (eq. (10)'s ``f_d``): 0.95 inductive.
+    three_phase_share : float
+        Share of customers with a three-phase connection (paper: 80 %), recorded
+        per load in ``net.load["three_phase"]`` for the EV-charger and PV rules.
+    ext_grid_vm_pu : float
+        MV slack voltage (14): 1.0 pu.
+    """
+
+    nodes_per_feeder: tuple = (20, 20, 19)
+    customers_per_feeder: tuple = (40, 35, 45)
+    segment_m: tuple = (32.0, 35.0, 30.0)
+    main_cable: str = "NAYY 4x150 SE"
+    tail_cable: str = "NAYY 4x120 SE"
+    main_nodes: int = 10
+    sn_mva: float = 0.315
+    vn_hv_kv: float = 11.0
+    vn_lv_kv: float = 0.4
+    vk_percent: float = 4.0
+    vkr_percent: float = 1.15
+    pfe_kw: float = 0.7
+    i0_percent: float = 0.3
+    vector_group: str = "Dyn11"
+    peak_kw_per_customer: float = 1.6
+    cos_phi_load: float = 0.95
+    three_phase_share: float = 0.8
+    ext_grid_vm_pu: float = 1.0
+
+
+def create_suburban_lv(params: SuburbanLVParams = SuburbanLVParams()) -> pp.pandapowerNet:
+    """Build the seed 003 suburban LV stand-in (see :class:`SuburbanLVParams`).
+
+    Bus names ``Bus MV``, ``Bus LV0`` (busbar) and ``Bus F<f>-<i>`` (feeder f,
+    node i from the busbar); one load ``Load F<f>-<i>-<c>`` per customer with its
+    connection (three-phase or not) in ``net.load["three_phase"]``; every third
+    customer in each feeder single-phase until the share is met (deterministic).
+    """
+    net = pp.create_empty_network(name="seed003 suburban LV stand-in", f_hz=50.0)
+    mv = pp.create_bus(net, vn_kv=params.vn_hv_kv, name="Bus MV")
+    lv0 = pp.create_bus(net, vn_kv=params.vn_lv_kv, name="Bus LV0")
+    pp.create_ext_grid(net, mv, vm_pu=params.ext_grid_vm_pu, name="Grid")
+    shift = {"Dyn11": 330.0, "Dyn5": 150.0, "Dyn1": 30.0}.get(params.vector_group, 330.0)
+    pp.create_transformer_from_parameters(
+        net, mv, lv0, sn_mva=params.sn_mva, vn_hv_kv=params.vn_hv_kv, vn_lv_kv=params.vn_lv_kv,
+        vk_percent=params.vk_percent, vkr_percent=params.vkr_percent, pfe_kw=params.pfe_kw,
+        i0_percent=params.i0_percent, shift_degree=shift, vector_group=params.vector_group,
+        name="Trafo 315kVA")
+    tan = float(np.tan(np.arccos(params.cos_phi_load)))
+    p_mw = params.peak_kw_per_customer / 1e3
+    for f, (n_nodes, n_cust, seg) in enumerate(
+            zip(params.nodes_per_feeder, params.customers_per_feeder, params.segment_m), start=1):
+        prev = lv0
+        per_node = np.full(n_nodes, n_cust // n_nodes)
+        per_node[: n_cust % n_nodes] += 1
+        for i in range(1, n_nodes + 1):
+            b = pp.create_bus(net, vn_kv=params.vn_lv_kv, name=f"Bus F{f}-{i}")
+            std = params.main_cable if i <= params.main_nodes else params.tail_cable
+            pp.create_line(net, prev, b, length_km=seg / 1e3, std_type=std, name=f"Line F{f}-{i}")
+            for c in range(int(per_node[i - 1])):
+                pp.create_load(net, b, p_mw=p_mw, q_mvar=p_mw * tan, name=f"Load F{f}-{i}-{c + 1}")
+            prev = b
+    # deterministic split: customer k (counted over the whole grid) is three-phase when
+    # floor((k + 1) s) > floor(k s), s = three_phase_share: exactly round(s n) of n, spread evenly
+    idx = np.arange(len(net.load))
+    net.load["three_phase"] = np.floor((idx + 1) * params.three_phase_share) > np.floor(idx * params.three_phase_share)
+    return net

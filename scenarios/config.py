@@ -27,7 +27,7 @@ from typing import Any
 from adapters.networks import check_network_name
 from adapters.remote_watchdog import DEFAULT_START_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, parse_addr
 
-STRATEGIES = ("uncoordinated", "smart", "smart_q", "v2g", "v2g_q", "autonomous", "replay")
+STRATEGIES = ("uncoordinated", "smart", "smart_q", "v2g", "v2g_q", "autonomous", "replay", "flex_max")
 MODES = ("day_ahead", "receding")
 STARTERS = ("python", "cmd", "connect")
 SIMULATOR_NAMES = ("grid", "baseload", "pv", "fleet", "scheduler", "recorder", "dso")
@@ -194,6 +194,13 @@ class SchedulerConfig:
     # initial SOC + N(0, std) [-]; receding mode learns each EV when it plugs in
     forecast_arrival_std_h: float = field(default=0.0, metadata=_spec(lo=0, hi=24))
     forecast_soc_std: float = field(default=0.0, metadata=_spec(lo=0, hi=1))
+    # strategy "flex_max" (seed 003; docs/flexibility.md): C_{s,t} of eq. (4) for the
+    # downward (s = 0) and upward (s = 1) flexibility, a number or one value per step;
+    # the activation scenarios kept; the EVs' constant power factor (eq. (8))
+    flex_c_down: float | list = 1.0
+    flex_c_up: float | list = 1.0
+    flex_scenarios: list = field(default_factory=lambda: ["down", "up"])
+    ev_power_factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -309,6 +316,8 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     if "datetime" in ann and isinstance(value, dt.datetime):
         return True
     if "dict" in ann and isinstance(value, dict):
+        return True
+    if "list" in ann and isinstance(value, list):
         return True
     if "None" in ann and value is None:
         return True
@@ -537,6 +546,31 @@ def _check_fleet_sampling(cases: list[Case], problems: list[str]) -> None:
                 f"(arrival = {case.fleet.arrival!r}) or list the EVs in [[fleet.evs]]")
 
 
+#: FlexOptions field -> scenario field of [scheduler]
+_FLEX_FIELDS = {"c_down": "flex_c_down", "c_up": "flex_c_up", "scenarios": "flex_scenarios",
+                "ev_power_factor": "ev_power_factor", "time_limit_s": "time_limit_s"}
+
+
+def flex_options(sc: SchedulerConfig) -> dict:
+    """``FlexOptions`` fields of a ``flex_max`` scheduler table (docs/flexibility.md)."""
+    return {"c_down": sc.flex_c_down, "c_up": sc.flex_c_up, "scenarios": tuple(sc.flex_scenarios),
+            "ev_power_factor": sc.ev_power_factor}
+
+
+def flex_options_problems(sc: SchedulerConfig, n_steps: int) -> list[str]:
+    """Problems of the ``flex_max`` options as ``"field: message"`` (FlexOptions names)."""
+    from simulators.scheduler.flexibility import FlexOptions
+
+    try:
+        opts = FlexOptions(**flex_options(sc))
+    except (TypeError, ValueError) as exc:
+        return [f"flex_scenarios: {exc}"]
+    try:
+        return opts.problems(n_steps)
+    except (TypeError, ValueError) as exc:
+        return [f"flex_c_down: {exc}"]
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario TOML file.
 
@@ -653,6 +687,10 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
                 and c_sched.time_limit_s >= remote_sched.step_timeout_s:
             problems.append(f"simulators.scheduler.step_timeout_s: must exceed {prefix}.scheduler.time_limit_s "
                             f"({c_sched.time_limit_s:g} s) for a remote scheduler, got {remote_sched.step_timeout_s:g}")
+        if c_sched is not None and c_sched.strategy == "flex_max" and meta is not None:
+            sp = f"{prefix}.scheduler" if "scheduler" in craw else "scheduler"
+            problems.extend(f"{sp}.{_FLEX_FIELDS.get(p.split(':')[0], p.split(':')[0])}:{p.split(':', 1)[1]}"
+                            for p in flex_options_problems(c_sched, meta.n_steps))
         if c_sched is not None and c_sched.strategy == "replay" and not c_sched.replay_case:
             problems.append(f"{prefix}.scheduler.replay_case: must name an earlier case for strategy 'replay'")
         if c_sched is not None and c_sched.replay_case and c_sched.replay_case not in names - {cname}:

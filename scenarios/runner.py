@@ -34,7 +34,7 @@ import numpy as np
 from adapters import mosaik_fixes, remote_watchdog
 from adapters.networks import load_network
 from scenarios.buses import monitored_buses, resolve_bus
-from scenarios.config import Case, Scenario
+from scenarios.config import Case, Scenario, flex_options
 from scenarios.progress import CaseProgress
 from scenarios.summary import EVInfo, summarize
 from simulators.baseload.model import (
@@ -449,6 +449,7 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                     forecast_q_kvar={str(b): list(map(float, v)) for b, v in fq.items()},
                     ev_specs=forecast_ev_specs(case, specs) if sc.mode == "day_ahead" else None,
                     replay=replay_powers(replay_dir, sc.replay_zero_q) if sc.strategy == "replay" else None,
+                    flex=flex_options(sc) if sc.strategy == "flex_max" else None,
                     realtime=({"groups": dso_groups(case, net), "time_limit_s": sc.time_limit_s}
                               if case.dso.policies else None),
                 )

@@ -108,3 +108,21 @@ def test_cases_override_and_names(tmp_path):
     assert (a.scheduler.strategy, b.scheduler.strategy) == ("uncoordinated", "v2g")
     assert (a.fleet.soc_target, b.fleet.soc_target) == (1.0, 0.8)
     assert b.fleet.counts == {"R1": 1}
+
+
+def test_flex_max_options_named_in_errors(tmp_path):
+    """flex_max: negative C, unknown activation scenario, bad power factor: one error each."""
+    text = (ROOT / "scenarios" / "default.toml").read_text().replace(
+        'strategy = "uncoordinated"',
+        'strategy = "flex_max"\nflex_c_down = -1.0\nflex_scenarios = ["down", "sideways"]\nev_power_factor = 1.5', 1)
+    path = tmp_path / "flex.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    msg = str(err.value)
+    for name in ("scheduler.flex_c_down", "scheduler.flex_scenarios", "scheduler.ev_power_factor"):
+        assert name in msg, msg
+    ok = tmp_path / "ok.toml"
+    ok.write_text((ROOT / "scenarios" / "default.toml").read_text().replace(
+        'strategy = "uncoordinated"\nmode = "receding"', 'strategy = "flex_max"\nmode = "day_ahead"', 1))
+    assert load_scenario(ok).cases[0].scheduler.strategy == "flex_max"

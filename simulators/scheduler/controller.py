@@ -69,6 +69,10 @@ class ControllerConfig:
         Fields of ``AutonomousOptions`` for the autonomous strategy (e.g.
         ``move_penalty``, ``exact_drive_energy``); the solver time limit comes from
         ``options``.
+    flex : dict
+        Fields of :class:`.flexibility.FlexOptions` for strategy ``flex_max``
+        (seed 003; ``c_down``, ``c_up``, ``scenarios``, ``ev_power_factor``); the
+        solver time limit comes from ``options``.
     ac_iterations : int
         AC corrections of each plan (not in the papers): the plan is checked with
         a full AC power flow per step, the difference between AC and linearised
@@ -87,6 +91,7 @@ class ControllerConfig:
     e_star_kwh: float = 0.0
     ac_iterations: int = 0
     autonomous: dict = field(default_factory=dict)
+    flex: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -165,6 +170,7 @@ class Controller:
         self._plan_k0 = 0
         self._plan_cols = np.zeros(0, dtype=int)
         self.n_solves = 0
+        self.flex_plan = None
         self.n_fallbacks = 0
 
     # ------------------------------------------------------------ linearisation ---
@@ -350,6 +356,8 @@ class Controller:
         t0 = time.perf_counter()
         if cfg.strategy == "autonomous":
             schedule = self._solve_autonomous(problem)
+        elif cfg.strategy == "flex_max":
+            schedule = self._solve_flex(problem)
         else:
             options = replace(cfg.options, name=cfg.strategy)
             schedule = solve(problem, options)
@@ -393,6 +401,23 @@ class Controller:
             vm = np.array([state.vm_pu[pos[b]] for b in buses])
             offset[t] = vm - linear[t]
         return offset
+
+    def _solve_flex(self, problem: ChargingProblem) -> Schedule:
+        """Seed 003's flexibility plan; the EVs are sent its charging power ``P^ch``.
+
+        The whole plan (flexibility per EV and step) is kept in ``self.flex_plan``.
+        """
+        from simulators.scheduler.flexibility import FlexOptions, solve_flex
+
+        opts = FlexOptions(**{"time_limit_s": self.config.options.time_limit_s, **self.config.flex})
+        plan = solve_flex(problem, opts)
+        self.flex_plan = plan
+        cap = np.asarray(problem.capacity_kwh, dtype=float)
+        return Schedule(p_kw=plan.p_ch_kw, q_kvar=plan.p_ch_kw * plan.q_per_p,
+                        soc=np.clip(plan.e_kwh / cap, 0.0, 1.0), status=plan.status,
+                        objective=plan.objective, solve_s=plan.solve_s, build_s=plan.build_s,
+                        soft_violation_max=plan.soft_violation_max, fallback=plan.fallback,
+                        message=plan.message)
 
     def _solve_autonomous(self, problem: ChargingProblem) -> Schedule:
         from simulators.scheduler.autonomous import AutonomousOptions, solve_autonomous

@@ -15,6 +15,17 @@ A network is named by one string, the ``network`` field of a scenario:
     ``simbench`` package, with its load and generation profiles in ``net.profiles``.
 ``<path>.json``
     A pandapower network saved with ``pandapower.to_json``.
+
+SimBench study cases
+    ``load_network("simbench:<code>", study_case="hL")`` applies one of SimBench's
+    worst-case snapshots (:data:`SIMBENCH_STUDY_CASES`: high load ``hL``, n-1
+    ``n1``, high wind ``hW``, high PV ``hPV``, low load with wind ``lW`` / with PV
+    ``lPV``) to the network's static values with simbench's own
+    ``get_absolute_values(net, profiles_instead_of_study_cases=False)``: every
+    load's P and Q, every sgen's P (by its type: wind, PV, other) and the slack
+    voltage are set to that case's values (scaled per voltage level as SimBench
+    defines them in ``net.loadcases``). Storage units keep their values (SimBench
+    defines no study-case factor for them).
 """
 
 from __future__ import annotations
@@ -30,6 +41,8 @@ import pandapower.networks as pn
 
 BUILTIN_NETWORKS = ("cigre_lv", "cigre_mv", "suburban_lv")
 SIMBENCH_PREFIX = "simbench:"
+SIMBENCH_STUDY_CASES = ("hL", "n1", "hW", "hPV", "lW", "lPV")
+"""SimBench's study cases (``StudyCases.csv``; the same names at every voltage level)."""
 
 
 class UnknownNetworkError(ValueError):
@@ -41,6 +54,48 @@ def simbench_codes() -> tuple[str, ...]:
     import simbench
 
     return tuple(simbench.collect_all_simbench_codes())
+
+
+def check_study_case(name: str, study_case: str | None) -> str | None:
+    """Problem with asking ``study_case`` of network ``name``, or None (cheap)."""
+    if not study_case:
+        return None
+    if not name.startswith(SIMBENCH_PREFIX):
+        return f"study case {study_case!r} needs a SimBench network ('{SIMBENCH_PREFIX}<code>'), got {name!r}"
+    if study_case not in SIMBENCH_STUDY_CASES:
+        return f"unknown SimBench study case {study_case!r}: allowed are {', '.join(SIMBENCH_STUDY_CASES)}"
+    return None
+
+
+def simbench_scenario(name: str) -> int | None:
+    """SimBench scenario (0 today, 1 and 2 future) of a ``simbench:<code>`` name, else None."""
+    if not name.startswith(SIMBENCH_PREFIX):
+        return None
+    import simbench
+
+    return int(simbench.get_parameters_from_simbench_code(name[len(SIMBENCH_PREFIX):])[5])
+
+
+def apply_study_case(net: pp.pandapowerNet, study_case: str) -> None:
+    """Set ``net``'s loads, sgens and slack voltage to a SimBench study case, in place.
+
+    Uses ``simbench.get_absolute_values(net, False)`` (module docstring).
+
+    Raises
+    ------
+    UnknownNetworkError
+        If the network has no such study case in ``net.loadcases``.
+    """
+    import simbench
+
+    cases = getattr(net, "loadcases", None)
+    if cases is None or study_case not in getattr(cases, "index", ()):
+        have = [] if cases is None else list(cases.index)
+        raise UnknownNetworkError(f"the network has no SimBench study case {study_case!r} (has {have})")
+    values = simbench.get_absolute_values(net, profiles_instead_of_study_cases=False)
+    for (element, column), frame in values.items():
+        if len(frame.columns):
+            net[element].loc[frame.columns, column] = frame.loc[study_case].to_numpy(dtype=float)
 
 
 def check_network_name(name: str, base_dir: Path | None = None) -> str | None:
@@ -84,16 +139,21 @@ def _load_cached(name: str, base_dir: str | None) -> pp.pandapowerNet:
     raise UnknownNetworkError(check_network_name(name))
 
 
-def load_network(name: str, base_dir: Path | None = None) -> pp.pandapowerNet:
+def load_network(name: str, base_dir: Path | None = None, *,
+                 study_case: str | None = None) -> pp.pandapowerNet:
     """Build the pandapower network called ``name`` (see module docstring).
 
     Returns a fresh deep copy each call, so callers may modify it freely; the
     (slow, ~6 s for SimBench) construction itself is cached per process.
+    ``study_case`` (SimBench only) applies that study case (module docstring).
     """
-    problem = check_network_name(name, base_dir)
+    problem = check_network_name(name, base_dir) or check_study_case(name, study_case)
     if problem is not None:
         raise UnknownNetworkError(problem)
-    return copy.deepcopy(_load_cached(name, None if base_dir is None else str(base_dir)))
+    net = copy.deepcopy(_load_cached(name, None if base_dir is None else str(base_dir)))
+    if study_case:
+        apply_study_case(net, study_case)
+    return net
 
 
 # --------------------------------------------------------------------------- seed 003 stand-in

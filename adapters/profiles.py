@@ -97,8 +97,7 @@ def simbench_load_profile_names(scenario: int = 0) -> tuple[str, ...]:
 def _simbench_columns(columns: tuple[str, ...], scenario: int) -> pd.DataFrame:
     path = simbench_load_profile_path(scenario)
     frame = pd.read_csv(path, sep=";", usecols=["time", *columns])
-    labels = pd.DatetimeIndex(pd.to_datetime(frame.pop("time"), format="%d.%m.%Y %H:%M"))
-    frame.index = labels.tz_localize(SIMBENCH_PROFILE_TZ, ambiguous="infer")
+    frame.index = simbench_time_index(frame.pop("time"))
     return frame[list(columns)].astype(float)
 
 
@@ -137,6 +136,56 @@ def simbench_load_profiles(names: Iterable[str], scenario: int = 0) -> pd.DataFr
         )
     columns = tuple(f"{n}_{pq}load" for n in names for pq in ("p", "q"))
     return _simbench_columns(columns, scenario).copy()
+
+
+SIMBENCH_PROFILE_TABLES = {"load": ("load",), "sgen": ("powerplants", "renewables"),
+                           "storage": ("storage",)}
+"""Tables of ``net.profiles`` holding each element type's relative profiles (sgens
+take both power-plant and renewable profiles, as ``simbench.get_absolute_values``)."""
+
+
+def simbench_time_index(labels: pd.Series) -> pd.DatetimeIndex:
+    """SimBench time labels (``"01.01.2016 00:15"``, German wall clock with daylight
+    saving) as a strictly increasing ``Europe/Berlin`` index (repeated hour by order)."""
+    index = pd.DatetimeIndex(pd.to_datetime(labels, format="%d.%m.%Y %H:%M"))
+    return index.tz_localize(SIMBENCH_PROFILE_TZ, ambiguous="infer")
+
+
+def simbench_net_profiles(net, element: str) -> pd.DataFrame:
+    """The relative profiles SimBench attached to a network for one element type.
+
+    These are SimBench's own data as ``simbench.get_simbench_net`` loads them into
+    ``net.profiles`` (the tables ``simbench.get_absolute_values`` multiplies with
+    the elements' ``p_mw``/``q_mvar``).
+
+    Parameters
+    ----------
+    net : pandapower.pandapowerNet
+        A SimBench network (``adapters.networks.load_network("simbench:<code>")``).
+    element : {"load", "sgen", "storage"}
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``Europe/Berlin`` (see :func:`simbench_time_index`), 35136 rows at
+        15 min; one column per profile (loads: ``<name>_pload``, ``<name>_qload``)
+        [per unit of the element's nominal power, -].
+
+    Raises
+    ------
+    ProfileDataError
+        If the network carries no SimBench profiles for ``element``.
+    """
+    if element not in SIMBENCH_PROFILE_TABLES:
+        raise ProfileDataError(f"element must be one of {sorted(SIMBENCH_PROFILE_TABLES)}, got {element!r}")
+    profiles = net.get("profiles") if hasattr(net, "get") else None
+    frames = [profiles[t] for t in SIMBENCH_PROFILE_TABLES[element]
+              if isinstance(profiles, dict) and t in profiles and len(profiles[t])]
+    if not frames:
+        raise ProfileDataError(f"the network has no SimBench {element} profiles (net.profiles)")
+    index = simbench_time_index(frames[0]["time"])
+    out = pd.concat([f.drop(columns="time").set_axis(index, axis=0) for f in frames], axis=1)
+    return out.loc[:, ~out.columns.duplicated()].astype(float)
 
 
 # ---------------------------------------------------------------------------

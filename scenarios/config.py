@@ -24,13 +24,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from adapters.networks import check_network_name
+from adapters.networks import SIMBENCH_STUDY_CASES, check_network_name, check_study_case
 from adapters.remote_watchdog import DEFAULT_START_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, parse_addr
 
 STRATEGIES = ("uncoordinated", "smart", "smart_q", "v2g", "v2g_q", "autonomous", "replay", "flex_max")
 MODES = ("day_ahead", "receding")
 STARTERS = ("python", "cmd", "connect")
-SIMULATOR_NAMES = ("grid", "baseload", "pv", "fleet", "scheduler", "recorder", "dso")
+SIMULATOR_NAMES = ("grid", "baseload", "der", "pv", "fleet", "scheduler", "recorder", "dso")
+DER_OPTIONS = ("auto", "profile", "off", "pv", "static")
 BASELOAD_SOURCES = ("simbench", "csv", "nominal")
 ARRIVALS = ("gev", "fixed")
 DSO_POLICIES = ("scheduled", "voltage", "congestion")
@@ -91,6 +92,12 @@ class GridConfig:
     # summary and voltage plots over these buses only: a prefix of the buses' short
     # names (e.g. "R" for CIGRE LV's residential feeder R0..R18); "" = every bus
     monitor_buses: str = ""
+    # the network's own sgens and storage units (simulators/der/): on SimBench's
+    # profiles, off, PV sgens replaced by the project's PV model, or static
+    der: str = field(default="auto", metadata=_spec(choices=DER_OPTIONS))
+    der_forecast_error_std: float = field(default=0.0, metadata=_spec(lo=0, hi=1))
+    # SimBench study case (snapshot): loads, sgens and slack voltage of that case
+    study_case: str = field(default="", metadata=_spec(choices=("", *SIMBENCH_STUDY_CASES)))
 
 
 @dataclass(frozen=True)
@@ -571,6 +578,57 @@ def flex_options_problems(sc: SchedulerConfig, n_steps: int) -> list[str]:
         return [f"flex_c_down: {exc}"]
 
 
+def resolve_der(grid: GridConfig, net) -> str:
+    """The DER mode a case runs with: ``grid.der``, with ``"auto"`` resolved to
+    ``"static"`` under a study case, else ``"profile"`` when the network has SimBench
+    profiles for its sgens/storage and ``"static"`` when it does not."""
+    from simulators.der.model import net_has_der_profiles
+
+    if grid.der != "auto":
+        return grid.der
+    if grid.study_case:
+        return "static"
+    return "profile" if net_has_der_profiles(net) else "static"
+
+
+def _check_grid_inputs(prefix: str, grid: GridConfig, baseload: BaseLoadConfig, base_dir: Path,
+                       problems: list[str]) -> None:
+    """DER option, study case and load profiles against the network (loads it; cached)."""
+    from adapters.networks import load_network
+    from adapters.profiles import ProfileDataError, simbench_net_profiles
+    from simulators.der.model import der_specs_from_net, net_has_der_profiles, pv_replacements
+
+    problem = check_study_case(grid.network, grid.study_case or None)
+    if problem:
+        problems.append(f"{prefix}grid.study_case: {problem}")
+        return
+    if grid.study_case and baseload.source != "nominal":
+        problems.append(f"baseload.source: must be 'nominal' with {prefix}grid.study_case = "
+                        f"{grid.study_case!r} (the study case fixes every load), got {baseload.source!r}")
+    if grid.study_case and grid.der not in ("auto", "static", "off"):
+        problems.append(f"{prefix}grid.der: must be 'auto', 'static' or 'off' with a study case "
+                        f"(the study case fixes every sgen), got {grid.der!r}")
+    net = load_network(grid.network, base_dir)
+    specs = der_specs_from_net(net)
+    if grid.der == "profile" and specs and not net_has_der_profiles(net):
+        problems.append(f"{prefix}grid.der: 'profile' needs SimBench profiles for the network's "
+                        f"sgens/storage; {grid.network!r} has none (use 'static' or 'off')")
+    if grid.der == "pv" and not pv_replacements(specs):
+        problems.append(f"{prefix}grid.der: 'pv' replaces the network's PV sgens by the PV "
+                        f"simulator, but {grid.network!r} has no PV sgen")
+    if baseload.source == "simbench" and not grid.study_case:
+        try:
+            relative = simbench_net_profiles(net, "load")
+        except ProfileDataError:
+            return
+        have = set(relative.columns)
+        missing = sorted({p for p in net.load.get("profile", []) if isinstance(p, str)
+                          and f"{p}_pload" not in have})
+        if missing:
+            problems.append(f"baseload.source: the network's load profiles {missing} are missing "
+                            f"from its SimBench profiles")
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario TOML file.
 
@@ -697,6 +755,8 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
             problems.append(f"{prefix}.scheduler.replay_case: must name an earlier case, got {c_sched.replay_case!r}")
         if None in (meta, c_grid, c_base, c_pv, c_fleet, c_sched, c_dso):
             continue
+        if "grid" in craw or i == 0:
+            _check_grid_inputs(f"{prefix}." if "grid" in craw else "", c_grid, c_base, base_dir, problems)
         cases.append(Case(cname, meta, c_grid, c_base, c_pv, c_fleet, c_sched, simulators, base_dir, c_dso))
 
     # Bus references need the network: checked on the shared tables, whatever else failed.

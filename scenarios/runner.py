@@ -34,15 +34,17 @@ import numpy as np
 from adapters import mosaik_fixes, remote_watchdog
 from adapters.networks import load_network
 from scenarios.buses import monitored_buses, resolve_bus
-from scenarios.config import Case, Scenario, flex_options
+from scenarios.config import Case, Scenario, flex_options, resolve_der
 from scenarios.progress import CaseProgress
 from scenarios.summary import EVInfo, summarize
 from simulators.baseload.model import (
     BaseLoadModel,
     forecast as baseload_forecast,
     load_specs_from_net,
+    simbench_load_options,
     sum_per_bus,
 )
+from simulators.der.model import DERModel, der_specs_from_net, pv_replacements
 from simulators.ev_fleet.population import EVSpec, FleetDistributions, sample_fleet
 from simulators.grid.naming import element_eids
 from simulators.recorder.model import consolidate, is_complete, mark_complete
@@ -51,6 +53,7 @@ SIMULATORS = {
     # scenario name -> (mosaik sim name, module, class)
     "grid": ("Grid", "simulators.grid.mosaik_api", "GridSimulator"),
     "baseload": ("BaseLoad", "simulators.baseload.mosaik_api", "BaseLoadSimulator"),
+    "der": ("DER", "simulators.der.mosaik_api", "DERSimulator"),
     "pv": ("PV", "simulators.pv.mosaik_api", "PVSimulator"),
     "fleet": ("Fleet", "simulators.ev_fleet.mosaik_api", "FleetSimulator"),
     "scheduler": ("Scheduler", "simulators.scheduler.mosaik_api", "SchedulerSimulator"),
@@ -125,20 +128,62 @@ def baseload_model(case: Case, net) -> BaseLoadModel:
     loads = load_specs_from_net(net, b.profiles)
     if b.source == "simbench":
         return BaseLoadModel.from_simbench(loads, meta.start, meta.step_s, scale=b.scale,
-                                           horizon_steps=meta.n_steps)
+                                           horizon_steps=meta.n_steps, **simbench_load_options(net))
     if b.source == "csv":
         return BaseLoadModel.from_csv(case.base_dir / b.csv_path, loads, meta.start, meta.step_s,
                                       scale=b.scale, horizon_steps=meta.n_steps)
     return BaseLoadModel.constant(loads, meta.step_s, scale=b.scale, horizon_steps=meta.n_steps)
 
 
+def der_modes(case: Case, net) -> tuple[str, dict[str, str]]:
+    """The DER simulator's ``mode`` and per-element ``modes`` for a case (``grid.der``)."""
+    der = resolve_der(case.grid, net)
+    if der == "pv":  # PV sgens off here, the PV simulator takes their place
+        return "profile", {s.eid: "off" for s in pv_replacements(der_specs_from_net(net))}
+    return der, {}
+
+
+def der_model(case: Case, net) -> DERModel | None:
+    """The network's sgens and storage as the DER simulator drives them; None without any."""
+    if not der_specs_from_net(net):
+        return None
+    mode, modes = der_modes(case, net)
+    meta = case.scenario
+    return DERModel.from_net(net, meta.start, meta.step_s, mode=mode, modes=modes,
+                             horizon_steps=meta.n_steps)
+
+
 def pv_units(case: Case, net) -> list[dict]:
-    """PV unit parameters (bus as pandapower index) of a case."""
-    return [
+    """PV unit parameters (bus as pandapower index) of a case: ``[pv.units]``, and with
+    ``grid.der = "pv"`` one unit per PV sgen of the network (kWp = its rated power)."""
+    units = [
         {"bus": resolve_bus(net, u.bus), "kwp": u.kwp, "s_kva": u.s_kva,
          "tilt_deg": case.pv.tilt_deg, "azimuth_deg": case.pv.azimuth_deg}
         for u in case.pv.units
     ]
+    if resolve_der(case.grid, net) == "pv":
+        units += [{"bus": s.bus, "kwp": -s.p_nom_kw, "s_kva": None, "tilt_deg": case.pv.tilt_deg,
+                   "azimuth_deg": case.pv.azimuth_deg}
+                  for s in pv_replacements(der_specs_from_net(net)) if s.p_nom_kw < 0]
+    return units
+
+
+def element_drivers(case: Case, base: BaseLoadModel, der: DERModel | None, units: list[dict]) -> dict:
+    """Which simulator and data drive each network element (for the summary)."""
+    b = case.baseload
+    load_source = {"simbench": "SimBench profiles", "csv": f"CSV {b.csv_path}",
+                   "nominal": "static (network value)"}[b.source]
+    if case.grid.study_case:
+        load_source = f"SimBench study case {case.grid.study_case}"
+    out = {"Load": {load_source: list(base.ids)}}
+    if der is not None:
+        out["DER"] = der.drivers()
+        if case.grid.study_case:
+            out["DER"] = {k.replace("static (network value)", f"SimBench study case {case.grid.study_case}"
+                                    " (storage: network value)"): v for k, v in out["DER"].items()}
+    if units:
+        out["PV"] = {"PV simulator (pvlib, VDE-AR-N 4105)": sorted({str(u["bus"]) for u in units})}
+    return out
 
 
 def pv_site_params(case: Case) -> dict:
@@ -147,8 +192,10 @@ def pv_site_params(case: Case) -> dict:
             "altitude_m": m.altitude_m, "timezone": m.timezone}
 
 
-def nodal_forecast(case: Case, net, base: BaseLoadModel) -> tuple[dict, dict]:
-    """Forecast nodal demand without EVs (base load minus PV) per bus [kW], [kvar]."""
+def nodal_forecast(case: Case, net, base: BaseLoadModel,
+                   der: DERModel | None = None) -> tuple[dict, dict]:
+    """Forecast nodal demand without EVs per bus [kW], [kvar]: base load, the network's
+    DER as the DER simulator drives them, and PV (each with its forecast error)."""
     from adapters.weather import PVSite
     from simulators.pv.model import PVModel, PVUnitSpec
     from simulators.pv.model import forecast as pv_forecast
@@ -159,6 +206,12 @@ def nodal_forecast(case: Case, net, base: BaseLoadModel) -> tuple[dict, dict]:
     load_bus = {spec.eid: spec.bus for spec in base.loads}
     p, q = bl.per_bus([load_bus[i] for i in bl.ids])
     maps_p, maps_q = [p], [q]
+    if der is not None:
+        fd = baseload_forecast(der, 0, meta.n_steps, case.grid.der_forecast_error_std, rng)
+        der_bus = {s.eid: s.bus for s in der.specs}
+        p, q = fd.per_bus([der_bus[i] for i in fd.ids])
+        maps_p.append(p)
+        maps_q.append(q)
     units = pv_units(case, net)
     if units:
         site = PVSite(**pv_site_params(case))
@@ -365,10 +418,17 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     wall0 = time.perf_counter()
-    net = load_network(grid_cfg.network, case.base_dir)
+    study_case = grid_cfg.study_case or None
+    net = load_network(grid_cfg.network, case.base_dir, study_case=study_case)
     specs = fleet_specs(case, net)
     base = baseload_model(case, net)
-    fp, fq = nodal_forecast(case, net, base)
+    der = der_model(case, net)
+    fp, fq = nodal_forecast(case, net, base, der)
+    drivers = element_drivers(case, base, der, pv_units(case, net))
+    # the study case sets the slack voltage; the grid and the scheduler both take it
+    ext_grid_vm = grid_cfg.ext_grid_vm_pu
+    if study_case and ext_grid_vm is None and len(net.ext_grid):
+        ext_grid_vm = float(net.ext_grid["vm_pu"].iloc[0])
     estar = e_star_kwh(case, net, specs)
     start_iso = meta.start.isoformat()
     metadata = run_metadata(case, net, n_evs=len(specs), e_star_kwh=estar)
@@ -404,7 +464,8 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                                  vm_max_pu=grid_cfg.vm_max_pu,
                                  max_line_loading_percent=grid_cfg.max_line_loading_percent,
                                  max_trafo_loading_percent=grid_cfg.max_trafo_loading_percent,
-                                 ext_grid_vm_pu=grid_cfg.ext_grid_vm_pu, base_dir=str(case.base_dir))
+                                 ext_grid_vm_pu=ext_grid_vm, base_dir=str(case.base_dir),
+                                 study_case=study_case)
             children = {e.eid: e for e in grid.children}
             bus_eid = element_eids(net, "bus")  # the grid simulator names buses by this rule
 
@@ -414,10 +475,20 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                                  csv_path=(str(case.base_dir / case.baseload.csv_path)
                                            if case.baseload.source == "csv" else None),
                                  scale=case.baseload.scale, profiles=dict(case.baseload.profiles),
-                                 base_dir=str(case.base_dir))
+                                 base_dir=str(case.base_dir), study_case=study_case)
             for load in bl.children:
                 world.connect(load, children[load.eid], "p_kw", "q_kvar")
             recorded = [bl]  # simulators whose records (one table per step) go to the recorder
+
+            if der is not None:  # every sgen and storage unit of the network
+                der_sim = world.start("DER", start_date=start_iso, step_s=step_s,
+                                      horizon_s=meta.horizon_s, numpy_columns=arrays)
+                mode, modes = der_modes(case, net)
+                der_ent = der_sim.DER(network=grid_cfg.network, mode=mode, modes=modes,
+                                      base_dir=str(case.base_dir), study_case=study_case)
+                for unit in der_ent.children:
+                    world.connect(unit, children[unit.eid], "p_kw", "q_kvar")
+                recorded.append(der_ent)
 
             units = pv_units(case, net)
             if units:
@@ -440,7 +511,7 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                 sched_sim = world.start("Scheduler", step_size=step_s, n_steps=n_steps)
                 sched = sched_sim.Scheduler(
                     network=grid_cfg.network, base_dir=str(case.base_dir), strategy=sc.strategy,
-                    ext_grid_vm_pu=grid_cfg.ext_grid_vm_pu,
+                    ext_grid_vm_pu=ext_grid_vm,
                     mode=sc.mode, limits=limits, options=options, relinearise=sc.relinearise,
                     ac_iterations=sc.ac_iterations, e_star_kwh=estar,
                     autonomous={"move_penalty": sc.autonomous_move_penalty,
@@ -494,6 +565,7 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     summary = summarize(out_dir, infos, step_s, n_steps, grid_cfg.vm_min_pu, grid_cfg.vm_max_pu,
                         metadata["monitored_buses"])
     summary.update(_seed001_metrics(out_dir, specs, step_s, n_steps, estar))
+    summary["element_drivers"] = drivers
     if case.dso.policies:
         from scenarios.summary import activation_summary
 

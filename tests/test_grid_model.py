@@ -256,3 +256,31 @@ def test_timing_is_recorded(models):
     assert model.timing.n_steps == n + 1
     assert 0 < state.pf_seconds == model.timing.pf_seconds_last
     assert model.timing.pf_seconds_total >= state.pf_seconds
+
+
+SIMBENCH_LV_STORAGE = "simbench:1-LV-rural1--2-sw"  # sgens (PV) and storage units
+
+
+@pytest.mark.parametrize("solver", ["direct", "runpp"])
+def test_sgen_and_storage_overrides_equal_runpp(solver):
+    """Sgen and storage inputs (load convention) replace the network's own values."""
+    net = load_network(SIMBENCH_LV_STORAGE)
+    assert len(net.sgen) and len(net.storage)
+    model = GridModel(net, LIMITS, solver=solver)
+    assert model.solver == solver
+    rng = np.random.default_rng(3)
+    sgen_p = -1e3 * net.sgen["p_mw"].to_numpy() * rng.uniform(0, 1, len(net.sgen))
+    sgen_q = rng.uniform(-2, 2, len(net.sgen))
+    stor_p = rng.uniform(-5, 5, len(net.storage))
+    state = model.step(sgen_p_kw=dict(zip(net.sgen.index, sgen_p)),
+                       sgen_q_kvar=dict(zip(net.sgen.index, sgen_q)),
+                       storage_p_kw=dict(zip(net.storage.index, stor_p)))
+    ref = copy.deepcopy(net)
+    ref.sgen["p_mw"] = -sgen_p / 1e3  # pandapower sgens: generator convention
+    ref.sgen["q_mvar"] = -sgen_q / 1e3
+    ref.storage["p_mw"] = stor_p / 1e3
+    assert_matches(state, reference(ref))
+    # a step without inputs is back at the network's own values
+    assert_matches(model.step(), reference(net))
+    with pytest.raises(ValueError, match="sgen"):
+        model.step(sgen_p_kw={10_000: 1.0})

@@ -134,6 +134,24 @@ def profile_for_name(name: str, profile_map: Mapping[str, str] = DEFAULT_PROFILE
     raise BaseLoadError(f"load {name!r}: no prefix of {sorted(profile_map)} matches and no '*' fallback")
 
 
+def simbench_load_options(net, reactive: str | None = None) -> dict:
+    """Keyword arguments for :meth:`BaseLoadModel.from_simbench` on ``net``.
+
+    A SimBench network brings its own relative load profiles (``net.profiles``):
+    they are used, with reactive power from SimBench's ``qload`` profiles, so that
+    the loads equal ``simbench.get_absolute_values`` (``reactive`` None). Other
+    networks read SimBench's standard ``LoadProfile.csv`` with the loads' power
+    factor.
+    """
+    from adapters.profiles import simbench_net_profiles
+
+    try:
+        relative = simbench_net_profiles(net, "load")
+    except ProfileDataError:
+        return {"reactive": reactive or "power_factor"}
+    return {"relative": relative, "reactive": reactive or "profile"}
+
+
 def load_specs_from_net(
     net, profile_map: Mapping[str, str] | None = None
 ) -> tuple[LoadSpec, ...]:
@@ -278,6 +296,14 @@ def apply_forecast_error(
 _Source = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
 
 
+def simbench_start(start: dt.datetime, align_weekday: bool = False) -> pd.Timestamp:
+    """The instant of SimBench's profile year that step 0 reads (module docstring:
+    time alignment): month, day and wall-clock time mapped into 2016, as German
+    wall-clock time."""
+    mapped = pd.Timestamp(map_to_profile_year(start, SIMBENCH_PROFILE_YEAR, align_weekday=align_weekday))
+    return mapped.tz_localize(SIMBENCH_PROFILE_TZ, ambiguous=True, nonexistent="shift_forward")
+
+
 class BaseLoadModel:
     """Base load of a set of network loads on one clock; values precomputed per step.
 
@@ -351,6 +377,7 @@ class BaseLoadModel:
         align_weekday: bool = False,
         method: str = "auto",
         horizon_steps: int = 1,
+        relative: pd.DataFrame | None = None,
     ) -> BaseLoadModel:
         """Base load from SimBench profiles (see the module docstring).
 
@@ -377,6 +404,11 @@ class BaseLoadModel:
             Resampling (:func:`adapters.profiles.resample_to_steps`).
         horizon_steps : int, default 1
             Steps to precompute now (at least one day).
+        relative : pandas.DataFrame, optional
+            The relative profiles to use (``<name>_pload``/``_qload`` columns,
+            ``Europe/Berlin`` index), e.g. a SimBench network's own
+            (:func:`adapters.profiles.simbench_net_profiles`); default: SimBench's
+            ``LoadProfile.csv`` of ``scenario``.
         """
         problems = []
         if reactive not in REACTIVE_MODES:
@@ -389,12 +421,17 @@ class BaseLoadModel:
         if problems:
             raise BaseLoadError("; ".join(problems))
         names = sorted({ld.profile for ld in loads})
-        try:
-            rel = simbench_load_profiles(names, scenario)
-        except ProfileDataError as exc:
-            raise BaseLoadError(str(exc)) from exc
-        mapped = pd.Timestamp(map_to_profile_year(start, SIMBENCH_PROFILE_YEAR, align_weekday=align_weekday))
-        mapped = mapped.tz_localize(SIMBENCH_PROFILE_TZ, ambiguous=True, nonexistent="shift_forward")
+        if relative is None:
+            try:
+                rel = simbench_load_profiles(names, scenario)
+            except ProfileDataError as exc:
+                raise BaseLoadError(str(exc)) from exc
+        else:
+            missing = sorted({f"{n}_{pq}load" for n in names for pq in "pq"} - set(relative.columns))
+            if missing:
+                raise BaseLoadError(f"load profiles missing from the given profiles: {missing}")
+            rel = relative
+        mapped = simbench_start(start, align_weekday)
         p_cols = [f"{ld.profile}_pload" for ld in loads]
         q_cols = [f"{ld.profile}_qload" for ld in loads]
         p_nom = scale * np.array([ld.p_nom_kw for ld in loads])

@@ -25,13 +25,14 @@ from simulators.baseload.model import (
     DEFAULT_PROFILE_MAP,
     BaseLoadModel,
     load_specs_from_net,
+    simbench_load_options,
 )
 
 SOURCES = ("simbench", "csv", "nominal")
 OUTPUTS = ("p_kw", "q_kvar")
 PARAMS = (
     "network", "source", "csv_path", "csv_delimiter", "scale", "profiles", "reactive", "power_factor",
-    "simbench_scenario", "align_weekday", "method", "base_dir",
+    "simbench_scenario", "align_weekday", "method", "base_dir", "study_case",
 )
 
 META = {
@@ -96,12 +97,13 @@ class BaseLoadSimulator(PQProfileSimulator):
         csv_delimiter: str = ",",
         scale: float = 1.0,
         profiles: dict[str, str] | None = None,
-        reactive: str = "power_factor",
+        reactive: str | None = None,
         power_factor: float | None = None,
         simbench_scenario: int = 0,
         align_weekday: bool = False,
         method: str = "auto",
         base_dir: str | None = None,
+        study_case: str | None = None,
     ) -> list[dict]:
         """Create the ``BaseLoad`` entity of ``network`` (``num`` must be 1).
 
@@ -115,8 +117,14 @@ class BaseLoadSimulator(PQProfileSimulator):
             Multiplier on nominal power [-].
         profiles : dict, optional
             Load-name prefix -> SimBench profile (``{"R": "H0-A", "*": "H0-A"}``).
-        reactive, power_factor, simbench_scenario, align_weekday, method
+        reactive : {"power_factor", "profile"}, optional
+            Default: ``"profile"`` on SimBench networks (their own load profiles,
+            as ``simbench.get_absolute_values``), else ``"power_factor"``.
+        power_factor, simbench_scenario, align_weekday, method
             See :meth:`simulators.baseload.model.BaseLoadModel.from_simbench`.
+        study_case : str, optional
+            SimBench study case applied to the network first (``source="nominal"``
+            then gives the study case's loads).
         """
         from pathlib import Path
 
@@ -128,13 +136,13 @@ class BaseLoadSimulator(PQProfileSimulator):
             raise ValueError("exactly one BaseLoad entity per simulator")
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-        net = load_network(network, None if base_dir is None else Path(base_dir))
+        net = load_network(network, None if base_dir is None else Path(base_dir), study_case=study_case)
         specs = load_specs_from_net(net, DEFAULT_PROFILE_MAP if profiles is None else profiles)
         if source == "simbench":
             self.model = BaseLoadModel.from_simbench(
-                specs, self.start, self.step_s, scale=scale, reactive=reactive, power_factor=power_factor,
+                specs, self.start, self.step_s, scale=scale, power_factor=power_factor,
                 scenario=simbench_scenario, align_weekday=align_weekday, method=method,
-                horizon_steps=self.horizon_steps,
+                horizon_steps=self.horizon_steps, **simbench_load_options(net, reactive),
             )
         elif source == "csv":
             if not csv_path:

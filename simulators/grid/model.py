@@ -64,6 +64,10 @@ from pandapower.pypower.makeYbus import makeYbus
 INJECTION_LOAD_NAME = "cosim injection"
 """Name of the extra pandapower load added at every bus for the co-simulated units."""
 
+_DRIVEN_TABLES = (("load", 1.0), ("sgen", -1.0), ("storage", 1.0))
+"""Element tables whose P and Q a step may set, with the sign that turns pandapower's
+value into load convention (sgens are in generator convention)."""
+
 _SQRT3 = math.sqrt(3.0)
 _KW_PER_MW = 1000.0
 
@@ -374,9 +378,9 @@ class _DirectCase:
     zip_pq: np.ndarray | None  # per bus row: ci_p, cz_p, ci_q, cz_q
     pd_static_mw: np.ndarray
     qd_static_mvar: np.ndarray
-    load_row: np.ndarray  # ppci bus row of each active load
-    load_active: np.ndarray  # bool mask over net.load rows
-    load_scaling: np.ndarray
+    elem_row: np.ndarray  # ppci bus row of each active driven element
+    elem_active: np.ndarray  # bool mask over the driven elements (GridModel.load_values order)
+    elem_scaling: np.ndarray
     bus_row: np.ndarray  # ppci bus row of each energised bus (bus_ids order)
     line_br: np.ndarray  # ppci branch row per line, -1 if out of service
     trafo_br: np.ndarray
@@ -506,13 +510,21 @@ class GridModel:
         if len(net.ext_grid) == 0 and len(net.gen) == 0:
             raise ValueError("the network has no ext_grid or gen (no slack)")
 
-        # the network's own loads [MW, Mvar], kept to restore after overrides
+        # the network's own loads, sgens and storage units [MW, Mvar] in load
+        # convention (an sgen's pandapower value with its sign flipped), kept to
+        # restore after overrides
         self.load_ids = net.load.index.to_numpy(dtype=np.int64)
-        self._load_p_mw = net.load["p_mw"].to_numpy(dtype=float).copy()
-        self._load_q_mvar = net.load["q_mvar"].to_numpy(dtype=float).copy()
-        _finite_or_raise(self._load_p_mw, "load p_mw", self.load_ids)
-        _finite_or_raise(self._load_q_mvar, "load q_mvar", self.load_ids)
+        self.sgen_ids = net.sgen.index.to_numpy(dtype=np.int64)
+        self.storage_ids = net.storage.index.to_numpy(dtype=np.int64)
+        own = {table: (sign * net[table]["p_mw"].to_numpy(dtype=float),
+                       sign * net[table]["q_mvar"].to_numpy(dtype=float))
+               for table, sign in _DRIVEN_TABLES}
+        for table, (p_own, q_own) in own.items():
+            _finite_or_raise(p_own, f"{table} p_mw", net[table].index)
+            _finite_or_raise(q_own, f"{table} q_mvar", net[table].index)
         self._load_pos = {int(i): k for k, i in enumerate(self.load_ids)}
+        self._sgen_pos = {int(i): k for k, i in enumerate(self.sgen_ids)}
+        self._storage_pos = {int(i): k for k, i in enumerate(self.storage_ids)}
 
         # one injection load per bus, appended after the network's loads
         all_buses = net.bus.index.to_numpy(dtype=np.int64)
@@ -521,6 +533,13 @@ class GridModel:
                               name=INJECTION_LOAD_NAME)
         self._inj_ids = np.asarray(inj, dtype=np.int64)
         self._n_bus = len(all_buses)
+        # one vector over every driven element: own loads, injections, sgens, storage
+        zeros = np.zeros(self._n_bus)
+        self._base_p_mw = np.concatenate([own["load"][0], zeros, own["sgen"][0], own["storage"][0]])
+        self._base_q_mvar = np.concatenate([own["load"][1], zeros, own["sgen"][1], own["storage"][1]])
+        n_loads = len(self.load_ids) + self._n_bus
+        self._offset = {"load": 0, "bus": len(self.load_ids), "sgen": n_loads,
+                        "storage": n_loads + len(self.sgen_ids)}
 
         self.line_ids = net.line.index.to_numpy(dtype=np.int64)
         self.trafo_ids = net.trafo.index.to_numpy(dtype=np.int64)
@@ -598,16 +617,22 @@ class GridModel:
         n_row = bus.shape[0]
 
         lookup = net._pd2ppc_lookups["bus"]
-        is_load = np.asarray(net._is_elements["load"], dtype=bool)
-        load_bus = net.load["bus"].to_numpy(dtype=np.int64)
-        load_row = lookup[load_bus]
-        active = is_load & (load_row < n_row)
-        scaling = net.load["scaling"].to_numpy(dtype=float)
-        p_all = net.load["p_mw"].to_numpy(dtype=float)
-        q_all = net.load["q_mvar"].to_numpy(dtype=float)
-        pd_loads = np.bincount(load_row[active], weights=(p_all * scaling)[active],
+        # the driven elements (load_values order) and their share of the case's PD/QD
+        rows_, active_, scaling_ = [], [], []
+        for table, _sign in _DRIVEN_TABLES:
+            tab = net[table]
+            if not len(tab):
+                continue
+            row = lookup[tab["bus"].to_numpy(dtype=np.int64)]
+            rows_.append(row)
+            active_.append(np.asarray(net._is_elements[table], dtype=bool) & (row < n_row))
+            scaling_.append(tab["scaling"].to_numpy(dtype=float))
+        load_row = np.concatenate(rows_)
+        active = np.concatenate(active_)
+        scaling = np.concatenate(scaling_)
+        pd_loads = np.bincount(load_row[active], weights=(self._base_p_mw * scaling)[active],
                                minlength=n_row)
-        qd_loads = np.bincount(load_row[active], weights=(q_all * scaling)[active],
+        qd_loads = np.bincount(load_row[active], weights=(self._base_q_mvar * scaling)[active],
                                minlength=n_row)
 
         # branch rows: ppc row -> ppci row (out of service branches are dropped)
@@ -646,16 +671,14 @@ class GridModel:
             yt=sp.csr_matrix(yt), v_flat=v_flat, s_gen_mva=s_gen_mva,
             zip_pq=zip_pq if np.any(zip_pq) else None,
             pd_static_mw=bus[:, PD] - pd_loads, qd_static_mvar=bus[:, QD] - qd_loads,
-            load_row=load_row[active], load_active=active, load_scaling=scaling[active],
+            elem_row=load_row[active], elem_active=active, elem_scaling=scaling[active],
             bus_row=lookup[self.bus_ids], line_br=rows("line", len(net.line)),
             trafo_br=rows("trafo", len(net.trafo)), br_from=br_from, br_to=br_to,
             base_kv_from=bus[br_from, BASE_KV].real, base_kv_to=bus[br_to, BASE_KV].real,
             v=None,
         )
         # check against the plain runpp just done (zero injections, own loads)
-        sol, _ = self._solve_direct(np.concatenate([self._load_p_mw, np.zeros(self._n_bus)]),
-                                    np.concatenate([self._load_q_mvar, np.zeros(self._n_bus)]),
-                                    attempts=_ATTEMPTS[1:])
+        sol, _ = self._solve_direct(self._base_p_mw, self._base_q_mvar, attempts=_ATTEMPTS[1:])
         if sol is None:
             return "direct Newton-Raphson did not converge on the base case"
         checks = {
@@ -672,15 +695,15 @@ class GridModel:
 
     def _solve_direct(self, p_mw: np.ndarray, q_mvar: np.ndarray,
                       attempts=_ATTEMPTS) -> tuple[_Solution | None, str]:
-        """Newton-Raphson on the internal case; loads ``p_mw``/``q_mvar`` over all
-        rows of ``net.load`` (own loads then injections) [MW, Mvar]."""
+        """Newton-Raphson on the internal case; demand ``p_mw``/``q_mvar`` of every
+        driven element (`load_values` order, load convention) [MW, Mvar]."""
         case = self._case
         n_row = len(case.v_flat)
-        weights_p = p_mw[case.load_active] * case.load_scaling
-        weights_q = q_mvar[case.load_active] * case.load_scaling
-        s_load = (case.pd_static_mw + np.bincount(case.load_row, weights_p, minlength=n_row)
+        weights_p = p_mw[case.elem_active] * case.elem_scaling
+        weights_q = q_mvar[case.elem_active] * case.elem_scaling
+        s_load = (case.pd_static_mw + np.bincount(case.elem_row, weights_p, minlength=n_row)
                   + 1j * (case.qd_static_mvar
-                          + np.bincount(case.load_row, weights_q, minlength=n_row)))
+                          + np.bincount(case.elem_row, weights_q, minlength=n_row)))
         s_gen = case.s_gen_mva
         base = case.base_mva
         if case.zip_pq is None:
@@ -781,8 +804,12 @@ class GridModel:
 
     def _solve_runpp(self, p_mw: np.ndarray, q_mvar: np.ndarray) -> tuple[_Solution | None, str]:
         net = self.net
-        net.load["p_mw"] = p_mw
-        net.load["q_mvar"] = q_mvar
+        for table, sign in _DRIVEN_TABLES:  # load convention -> each table's own
+            lo = self._offset[table]  # net.load: own loads and injections
+            hi = lo + len(net[table])
+            if hi > lo:
+                net[table]["p_mw"] = sign * p_mw[lo:hi]
+                net[table]["q_mvar"] = sign * q_mvar[lo:hi]
         reason = self._runpp_with_retries()
         if reason is not None:
             return None, reason
@@ -808,24 +835,34 @@ class GridModel:
         bus_q_kvar: Mapping[int, float | Iterable[float]] | None = None,
         load_p_kw: Mapping[int, float] | None = None,
         load_q_kvar: Mapping[int, float] | None = None,
+        sgen_p_kw: Mapping[int, float] | None = None,
+        sgen_q_kvar: Mapping[int, float] | None = None,
+        storage_p_kw: Mapping[int, float] | None = None,
+        storage_q_kvar: Mapping[int, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Active and reactive demand of every row of ``net.load`` for one step.
+        """Active and reactive demand of every driven element for one step.
 
-        Own loads first (in ``net.load`` order), then the injection loads (one per
-        bus, ``net.bus`` order). Arguments as in `step`.
+        Order: the rows of ``net.load`` (own loads in ``net.load`` order, then the
+        injection loads, one per bus in ``net.bus`` order), then ``net.sgen``, then
+        ``net.storage``. Arguments as in `step`.
 
         Returns
         -------
         p_mw, q_mvar : numpy.ndarray
-            Demand per load row [MW, Mvar], load convention.
+            Demand per element [MW, Mvar], load convention (a producing sgen is
+            negative).
         """
-        p_mw = np.concatenate([self._load_p_mw, np.zeros(self._n_bus)])
-        q_mvar = np.concatenate([self._load_q_mvar, np.zeros(self._n_bus)])
-        n_load = len(self.load_ids)
+        p_mw = self._base_p_mw.copy()
+        q_mvar = self._base_q_mvar.copy()
+        off = self._offset
         for values, target, kind in ((bus_p_kw, p_mw, "bus p_kw"), (bus_q_kvar, q_mvar, "bus q_kvar")):
-            _place(values, self._bus_pos, n_load, target, kind, "bus", "is not in the network")
-        for values, target, kind in ((load_p_kw, p_mw, "load p_kw"), (load_q_kvar, q_mvar, "load q_kvar")):
-            _place(values, self._load_pos, 0, target, kind, "load", "is not one of the network's loads")
+            _place(values, self._bus_pos, off["bus"], target, kind, "bus", "is not in the network")
+        for element, pos, p_in, q_in in (("load", self._load_pos, load_p_kw, load_q_kvar),
+                                         ("sgen", self._sgen_pos, sgen_p_kw, sgen_q_kvar),
+                                         ("storage", self._storage_pos, storage_p_kw, storage_q_kvar)):
+            for values, target, kind in ((p_in, p_mw, f"{element} p_kw"), (q_in, q_mvar, f"{element} q_kvar")):
+                _place(values, pos, off[element], target, kind, element,
+                       f"is not one of the network's {element}s")
         return p_mw, q_mvar
 
     def step(
@@ -834,6 +871,10 @@ class GridModel:
         bus_q_kvar: Mapping[int, float | Iterable[float]] | None = None,
         load_p_kw: Mapping[int, float] | None = None,
         load_q_kvar: Mapping[int, float] | None = None,
+        sgen_p_kw: Mapping[int, float] | None = None,
+        sgen_q_kvar: Mapping[int, float] | None = None,
+        storage_p_kw: Mapping[int, float] | None = None,
+        storage_q_kvar: Mapping[int, float] | None = None,
     ) -> GridState:
         """Set this step's demand, solve the AC power flow, return the grid state.
 
@@ -850,6 +891,13 @@ class GridModel:
         load_p_kw, load_q_kvar : mapping of int to float, optional
             Replacement for the demand of the network's own load with that
             pandapower index [kW, kvar] (before the load's ``scaling``).
+        sgen_p_kw, sgen_q_kvar : mapping of int to float, optional
+            Replacement for the power of the network's static generator with that
+            pandapower index [kW, kvar], **load convention** (producing: negative;
+            ``-1000 * net.sgen.p_mw``), before the sgen's ``scaling``.
+        storage_p_kw, storage_q_kvar : mapping of int to float, optional
+            Replacement for the power of the network's storage unit [kW, kvar],
+            load convention (charging positive, as pandapower's ``net.storage``).
 
         Returns
         -------
@@ -863,7 +911,8 @@ class GridModel:
         ValueError
             Unknown bus/load index, or a value that is not finite.
         """
-        p_mw, q_mvar = self.load_values(bus_p_kw, bus_q_kvar, load_p_kw, load_q_kvar)
+        p_mw, q_mvar = self.load_values(bus_p_kw, bus_q_kvar, load_p_kw, load_q_kvar,
+                                        sgen_p_kw, sgen_q_kvar, storage_p_kw, storage_q_kvar)
         t0 = time.perf_counter()
         if self._case is not None:
             sol, message = self._solve_direct(p_mw, q_mvar)

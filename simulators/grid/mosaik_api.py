@@ -16,6 +16,11 @@ Inputs (load convention, [kW, kvar]; a value at tick ``t`` holds for ``[t, t + s
 - ``Load-*``: ``p_kw``, ``q_kvar``: **replace** the network load's own value for
   that step (several sources are summed first). A load without input keeps the
   network's value.
+- ``Sgen-*`` (static generators: PV, wind, ... of the network) and ``Storage-*``:
+  ``p_kw``, ``q_kvar`` in **load convention** (a producing sgen is negative),
+  replacing the element's own value like ``Load-*``. An sgen or storage unit
+  without input stays at its static value from the network file (the runner
+  drives every one of them, or switches them off, and says so in the summary).
 
 Outputs (built-in ``float``/``int``/``bool``, never NaN; ``None`` = no valid value)
 
@@ -58,7 +63,7 @@ from simulators.records import as_lists, column
 
 GRID_PARAMS = (
     "network", "vm_min_pu", "vm_max_pu", "max_line_loading_percent",
-    "max_trafo_loading_percent", "ext_grid_vm_pu", "base_dir", "solver",
+    "max_trafo_loading_percent", "ext_grid_vm_pu", "base_dir", "solver", "study_case",
 )
 GRID_OUTPUTS = (
     "pf_converged", "pf_seconds", "vm_min_pu", "vm_max_pu", "n_bus_violations",
@@ -74,6 +79,10 @@ ENTITY_SPECS: dict[str, tuple[bool, tuple[str, ...], tuple[str, ...], tuple[str,
             "sum: extra demand at the bus, summed over all sources"),
     "Load": (False, (), ("p_kw", "q_kvar"), (),
              "sum, then replace: the summed inputs replace the network load's own value"),
+    "Sgen": (False, (), ("p_kw", "q_kvar"), (),
+             "sum, then replace: the summed inputs (load convention) replace the sgen's own value"),
+    "Storage": (False, (), ("p_kw", "q_kvar"), (),
+                "sum, then replace: the summed inputs replace the storage unit's own value"),
     "Line": (False, (), (), ("i_ka", "loading_percent"), ""),
     "Trafo": (False, (), (), ("loading_percent", "p_hv_kw", "q_hv_kvar"), ""),
 }
@@ -94,7 +103,8 @@ META = {
 }
 
 GRID_EID = "Grid"
-_ELEMENTS = (("Bus", "bus"), ("Load", "load"), ("Line", "line"), ("Trafo", "trafo"))
+_ELEMENTS = (("Bus", "bus"), ("Load", "load"), ("Sgen", "sgen"), ("Storage", "storage"),
+             ("Line", "line"), ("Trafo", "trafo"))
 
 
 def _number(value: Any, where: str) -> float:
@@ -161,7 +171,7 @@ class GridSimulator(mosaik_api_v3.Simulator):
                max_line_loading_percent: float = 100.0,
                max_trafo_loading_percent: float = 100.0,
                ext_grid_vm_pu: float | None = None, base_dir: str | None = None,
-               solver: str = "auto") -> list[dict]:
+               solver: str = "auto", study_case: str | None = None) -> list[dict]:
         """Create the one ``Grid`` entity and its children.
 
         Parameters
@@ -179,13 +189,16 @@ class GridSimulator(mosaik_api_v3.Simulator):
             Directory that relative JSON network paths are resolved against.
         solver : {"auto", "direct", "runpp"}
             See `GridModel`.
+        study_case : str, optional
+            SimBench study case (``"hL"``, ...) applied to the network's static
+            values (:func:`adapters.networks.load_network`).
         """
         if model != "Grid":
             raise ValueError(f"unknown or non-public model {model!r}; create 'Grid'")
         if num != 1 or self.model is not None:
             raise ValueError("one Grid per simulator instance: start another simulator for "
                              "another network")
-        net = load_network(network, None if base_dir is None else Path(base_dir))
+        net = load_network(network, None if base_dir is None else Path(base_dir), study_case=study_case)
         if ext_grid_vm_pu is not None:
             value = _number(ext_grid_vm_pu, "Grid.ext_grid_vm_pu")
             if not 0.5 < value < 1.5:
@@ -222,10 +235,11 @@ class GridSimulator(mosaik_api_v3.Simulator):
         """Collect the inputs, solve the power flow, return the next tick."""
         bus_p: dict[int, float] = {}
         bus_q: dict[int, float] = {}
-        load_p: dict[int, float] = {}
-        load_q: dict[int, float] = {}
-        targets = {("Bus", "p_kw"): bus_p, ("Bus", "q_kvar"): bus_q,
-                   ("Load", "p_kw"): load_p, ("Load", "q_kvar"): load_q}
+        targets: dict[tuple[str, str], dict[int, float]] = {
+            ("Bus", "p_kw"): bus_p, ("Bus", "q_kvar"): bus_q}
+        for kind in ("Load", "Sgen", "Storage"):
+            targets[kind, "p_kw"] = {}
+            targets[kind, "q_kvar"] = {}
         for eid, attrs in inputs.items():
             kind, index = self._entity(eid)
             for attr, sources in attrs.items():
@@ -234,7 +248,10 @@ class GridSimulator(mosaik_api_v3.Simulator):
                     raise ValueError(f"{eid}.{attr} is not an input")
                 target[index] = math.fsum(_number(v, f"{eid}.{attr} from {src}")
                                           for src, v in sources.items())
-        self.state = self.model.step(bus_p, bus_q, load_p, load_q)
+        self.state = self.model.step(
+            bus_p, bus_q, targets["Load", "p_kw"], targets["Load", "q_kvar"],
+            targets["Sgen", "p_kw"], targets["Sgen", "q_kvar"],
+            targets["Storage", "p_kw"], targets["Storage", "q_kvar"])
         return time + self.step_ticks
 
     def _entity(self, eid: str) -> tuple[str, int]:
@@ -317,7 +334,7 @@ class GridSimulator(mosaik_api_v3.Simulator):
             arr = {"loading_percent": state.trafo_loading_percent, "p_hv_kw": state.trafo_p_hv_kw,
                    "q_hv_kvar": state.trafo_q_hv_kvar}[attr]
             return float(arr[pos])
-        return None  # pragma: no cover  (Load has no outputs)
+        return None  # pragma: no cover  (Load, Sgen, Storage have no outputs)
 
 
 def main() -> int:

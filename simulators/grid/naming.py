@@ -6,7 +6,7 @@ import re
 
 import pandapower as pp
 
-_PREFIX = {"bus": "Bus", "load": "Load", "sgen": "Sgen", "line": "Line", "trafo": "Trafo"}
+_PREFIX = {"bus": "Bus", "load": "Load", "sgen": "Sgen", "storage": "Storage", "line": "Line", "trafo": "Trafo"}
 
 
 def _short(name: str, prefix: str) -> str:

@@ -185,7 +185,7 @@ class Controller:
         for values in fp.values():
             totals += np.asarray(values, dtype=float)[: self.config.n_steps]
         k = int(np.argmax(totals)) if totals.size else 0
-        for table in ("load", "sgen"):
+        for table in ("load", "sgen", "storage"):  # all in the forecast
             if len(net[table]):
                 net[table]["p_mw"] = 0.0
                 net[table]["q_mvar"] = 0.0

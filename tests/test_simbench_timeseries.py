@@ -1,0 +1,107 @@
+"""The co-simulation on a SimBench grid as it ships against pandapower's own
+``run_timeseries`` with simbench's profiles (``apply_const_controllers``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adapters.simbench_reference import max_differences, run_reference, simbench_row
+from scenarios.config import ScenarioError, parse_scenario
+from scenarios.runner import run_case
+from simulators.recorder.model import pivot
+
+# PV sgens and storage units with profiles, loads with P and Q profiles
+NETWORK = "simbench:1-LV-rural1--2-sw"
+N_STEPS = 64  # 04:00-20:00 of a June day; bench/simbench_year.py runs the whole week
+
+
+def no_ev_scenario(network: str, start: str, n_steps: int, **grid) -> dict:
+    import datetime as dt
+
+    t0 = dt.datetime.fromisoformat(start)
+    return {
+        "scenario": {"name": "sb", "start": t0, "end": t0 + dt.timedelta(minutes=15 * n_steps),
+                     "step_s": 900, "timezone": "Europe/Berlin"},
+        "grid": {"network": network, "vm_min_pu": 0.9, "vm_max_pu": 1.1, **grid},
+        "baseload": {"source": "simbench"},
+        "scheduler": {"strategy": "uncoordinated"},
+    }
+
+
+@pytest.fixture(scope="module")
+def cosim_day(tmp_path_factory):
+    """A June day (PV at full swing, storage cycling) with no EVs."""
+    from pathlib import Path
+
+    raw = no_ev_scenario(NETWORK, "2016-06-01T04:00:00", N_STEPS)
+    case = parse_scenario(raw, Path("sb.toml")).cases[0]
+    out = tmp_path_factory.mktemp("sb_day")
+    result = run_case(case, out, plots=False)
+    return result, out
+
+
+def test_equals_run_timeseries(cosim_day):
+    from adapters.networks import load_network
+    from simulators.grid.naming import element_eids
+
+    result, out = cosim_day
+    net = load_network(NETWORK)
+    ref = run_reference(NETWORK, simbench_row(net, "2016-06-01 04:00"), N_STEPS)
+    vm = pivot(out, "Bus", "vm_pu")
+    loading = pivot(out, "Line", "loading_percent")
+    bus_eid, line_eid = element_eids(net, "bus"), element_eids(net, "line")
+    vm_c = vm[[bus_eid[int(b)] for b in ref.vm_pu.columns]].to_numpy()
+    ld_c = loading[[line_eid[int(i)] for i in ref.line_loading_percent.columns]].to_numpy()
+    assert vm_c.shape == (N_STEPS, len(net.bus))
+    dv, dl = max_differences(vm_c, ld_c, ref)
+    assert dv < 1e-6 and dl < 1e-4
+    # the day is not trivial: PV lifts the voltage at noon, not at night
+    assert np.ptp(vm_c, axis=0).max() > 0.01
+
+
+def test_every_element_is_driven_and_listed(cosim_day):
+    result, out = cosim_day
+    drivers = result.summary["element_drivers"]
+    from adapters.networks import load_network
+
+    net = load_network(NETWORK)
+    listed = {e for group in drivers.values() for ids in group.values() for e in ids}
+    assert len(listed) == len(net.load) + len(net.sgen) + len(net.storage)
+    assert all(k.startswith("SimBench profile") for k in drivers["DER"])
+
+
+def test_sgen_outputs_follow_their_profiles(cosim_day):
+    """Each recorded sgen/storage value equals simbench.get_absolute_values, step by step."""
+    import simbench
+
+    from adapters.networks import load_network
+    from simulators.grid.naming import element_eids
+
+    _, out = cosim_day
+    net = load_network(NETWORK)
+    absolute = simbench.get_absolute_values(net, profiles_instead_of_study_cases=True)
+    p = pivot(out, "DER", "p_kw")
+    for element, sign in (("sgen", -1.0), ("storage", 1.0)):
+        eids = element_eids(net, element)
+        ref = absolute[(element, "p_mw")]
+        row = simbench_row(net, "2016-06-01 04:00")
+        expected = sign * 1e3 * ref.iloc[row:row + N_STEPS].to_numpy()
+        got = p[[eids[int(i)] for i in ref.columns]].to_numpy()
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+        assert np.abs(expected).max() > 1.0  # kW: the profile really moves
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"network": "simbench:1-LV-nosuch--0-sw"}, "unknown SimBench code"),
+    ({"network": "cigre_lv", "der": "pv"}, "has no PV sgen"),
+    ({"network": "cigre_lv", "study_case": "hL"}, "needs a SimBench network"),
+    ({"network": NETWORK, "study_case": "xx"}, "study_case"),
+])
+def test_bad_input_gets_one_clear_error(grid, message):
+    from pathlib import Path
+
+    raw = no_ev_scenario("cigre_lv", "2016-01-01T00:00:00", 4)
+    raw["grid"].update(grid)
+    with pytest.raises(ScenarioError, match=message):
+        parse_scenario(raw, Path("sb.toml"))

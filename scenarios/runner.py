@@ -171,11 +171,15 @@ def pv_units(case: Case, net) -> list[dict]:
 def element_drivers(case: Case, base: BaseLoadModel, der: DERModel | None, units: list[dict]) -> dict:
     """Which simulator and data drive each network element (for the summary)."""
     b = case.baseload
-    load_source = {"simbench": "SimBench profiles", "csv": f"CSV {b.csv_path}",
+    load_source = {"simbench": "SimBench profile", "csv": f"CSV {b.csv_path}",
                    "nominal": "static (network value)"}[b.source]
     if case.grid.study_case:
         load_source = f"SimBench study case {case.grid.study_case}"
-    out = {"Load": {load_source: list(base.ids)}}
+    out: dict[str, dict[str, list[str]]] = {"Load": {}}
+    for spec in base.loads:
+        key = f"SimBench profile {spec.profile}" if b.source == "simbench" and not case.grid.study_case \
+            else load_source
+        out["Load"].setdefault(key, []).append(spec.eid)
     if der is not None:
         out["DER"] = der.drivers()
         if case.grid.study_case:

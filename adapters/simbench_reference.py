@@ -44,6 +44,22 @@ class TimeSeriesReference:
     run_s: float
 
 
+def no_ev_scenario(network: str, start: str, n_steps: int, **grid) -> dict:
+    """A scenario document (as parsed TOML) that runs ``network`` as it ships, without
+    EVs, ``n_steps`` of 15 min from ``start`` (ISO, German wall clock): loads on
+    their SimBench profiles, every sgen and storage unit on its own."""
+    import datetime as dt
+
+    t0 = dt.datetime.fromisoformat(start)
+    return {
+        "scenario": {"name": "simbench", "start": t0, "end": t0 + dt.timedelta(minutes=15 * n_steps),
+                     "step_s": 900, "timezone": "Europe/Berlin"},
+        "grid": {"network": network, "vm_min_pu": 0.9, "vm_max_pu": 1.1, **grid},
+        "baseload": {"source": "simbench"},
+        "scheduler": {"strategy": "uncoordinated"},
+    }
+
+
 def simbench_row(net, wall_clock: str) -> int:
     """Row of SimBench's profile year labelled ``wall_clock`` (German time, e.g.
     ``"2016-06-01 00:00"``; the labels carry daylight saving, so summer rows are

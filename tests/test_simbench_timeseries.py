@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adapters.simbench_reference import max_differences, run_reference, simbench_row
+from adapters.simbench_reference import max_differences, no_ev_scenario, run_reference, simbench_row
 from scenarios.config import ScenarioError, parse_scenario
 from scenarios.runner import run_case
 from simulators.recorder.model import pivot
@@ -14,19 +14,6 @@ from simulators.recorder.model import pivot
 # PV sgens and storage units with profiles, loads with P and Q profiles
 NETWORK = "simbench:1-LV-rural1--2-sw"
 N_STEPS = 64  # 04:00-20:00 of a June day; bench/simbench_year.py runs the whole week
-
-
-def no_ev_scenario(network: str, start: str, n_steps: int, **grid) -> dict:
-    import datetime as dt
-
-    t0 = dt.datetime.fromisoformat(start)
-    return {
-        "scenario": {"name": "sb", "start": t0, "end": t0 + dt.timedelta(minutes=15 * n_steps),
-                     "step_s": 900, "timezone": "Europe/Berlin"},
-        "grid": {"network": network, "vm_min_pu": 0.9, "vm_max_pu": 1.1, **grid},
-        "baseload": {"source": "simbench"},
-        "scheduler": {"strategy": "uncoordinated"},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +25,14 @@ def cosim_day(tmp_path_factory):
     case = parse_scenario(raw, Path("sb.toml")).cases[0]
     out = tmp_path_factory.mktemp("sb_day")
     result = run_case(case, out, plots=False)
-    return result, out
+    return result, out, case
 
 
 def test_equals_run_timeseries(cosim_day):
     from adapters.networks import load_network
     from simulators.grid.naming import element_eids
 
-    result, out = cosim_day
+    result, out, _ = cosim_day
     net = load_network(NETWORK)
     ref = run_reference(NETWORK, simbench_row(net, "2016-06-01 04:00"), N_STEPS)
     vm = pivot(out, "Bus", "vm_pu")
@@ -61,7 +48,7 @@ def test_equals_run_timeseries(cosim_day):
 
 
 def test_every_element_is_driven_and_listed(cosim_day):
-    result, out = cosim_day
+    result, out, _ = cosim_day
     drivers = result.summary["element_drivers"]
     from adapters.networks import load_network
 
@@ -78,7 +65,7 @@ def test_sgen_outputs_follow_their_profiles(cosim_day):
     from adapters.networks import load_network
     from simulators.grid.naming import element_eids
 
-    _, out = cosim_day
+    _, out, _ = cosim_day
     net = load_network(NETWORK)
     absolute = simbench.get_absolute_values(net, profiles_instead_of_study_cases=True)
     p = pivot(out, "DER", "p_kw")
@@ -105,3 +92,42 @@ def test_bad_input_gets_one_clear_error(grid, message):
     raw["grid"].update(grid)
     with pytest.raises(ScenarioError, match=message):
         parse_scenario(raw, Path("sb.toml"))
+
+
+def test_scheduler_and_grid_agree_at_t0(cosim_day):
+    """The scheduler's forecast is what the grid got, and its linear model (at the
+    forecast's operating point) predicts the grid's t = 0 voltages to its own error."""
+    from adapters.networks import load_network
+    from scenarios import runner
+    from simulators.grid.naming import element_eids
+    from simulators.recorder.model import read_table
+    from simulators.scheduler.controller import Controller, ControllerConfig
+    from simulators.scheduler.problem import GridBounds, StrategyOptions
+
+    _, out, case = cosim_day
+    net = load_network(NETWORK)
+    fp, fq = runner.nodal_forecast(case, net, runner.baseload_model(case, net), runner.der_model(case, net))
+    # the injections per bus the grid got at t = 0 (base load + DER records)
+    got: dict[int, float] = {}
+    load_bus = {e: int(net.load.at[i, "bus"]) for i, e in element_eids(net, "load").items()}
+    der_bus = {e: int(net[t].at[i, "bus"]) for t in ("sgen", "storage")
+               for i, e in element_eids(net, t).items()}
+    for table, bus_of in (("Load", load_bus), ("DER", der_bus)):
+        rows = read_table(out, table)
+        for entity, p_kw in rows.loc[rows["time_s"] == 0, ["entity", "p_kw"]].itertuples(index=False):
+            got[bus_of[entity]] = got.get(bus_of[entity], 0.0) + p_kw
+    assert set(got) == set(fp)
+    for bus, p_kw in got.items():
+        assert fp[bus][0] == pytest.approx(p_kw, abs=1e-9)
+    cfg = ControllerConfig("smart", "receding", 900, N_STEPS, GridBounds(0.9, 1.1), StrategyOptions(name="smart"))
+    controller = Controller(net, cfg, fp, fq)
+    sens = controller.sens
+    predicted = sens.predict(controller.net_p_kw[0], controller.net_q_kvar[0]).vm_pu
+    bus = read_table(out, "Bus")
+    vm0 = bus.loc[bus["time_s"] == 0].set_index("entity")["vm_pu"]
+    bus_eid = element_eids(net, "bus")
+    measured = vm0.loc[[bus_eid[int(b)] for b in sens.bus_ids]].to_numpy()
+    # linear-model error from the forecast's peak-demand step to t = 0: 3.8e-5 pu here;
+    # with the sgens left at their static rated output in the grid and missing from the
+    # forecast (before the DER simulator) it was 0.095 pu (measured once)
+    assert np.max(np.abs(predicted - measured)) < 1e-3

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 
@@ -32,17 +31,10 @@ def signal_child_after(out_dir: Path, module: str, sig: signal.Signals, steps: i
     Runs in a daemon thread (the co-simulation keeps the main thread); the thread's
     ``signalled`` attribute holds the pids it signalled.
     """
-    from simulators.recorder.model import read_table
+    from tests.support.runs import wait_for_recorded_steps
 
     def watch() -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if read_table(out_dir, "Grid")["time_s"].nunique() >= steps:
-                    break
-            except FileNotFoundError:
-                pass
-            time.sleep(0.02)
+        wait_for_recorded_steps(out_dir, steps, timeout_s, poll_s=0.02)
         for pid in children(module):
             os.kill(pid, sig)
             thread.signalled.append(pid)

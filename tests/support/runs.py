@@ -8,7 +8,7 @@ from pathlib import Path
 from simulators.recorder.model import read_table
 
 
-def wait_for_recorded_steps(out: Path, n_steps: int, timeout_s: float = 120.0) -> None:
+def wait_for_recorded_steps(out: Path, n_steps: int, timeout_s: float = 120.0, poll_s: float = 0.2) -> None:
     """Return once the run writing to ``out`` has recorded ``n_steps`` grid steps
     (or after ``timeout_s``; the caller's assertions then say what is missing)."""
     deadline = time.time() + timeout_s
@@ -18,4 +18,4 @@ def wait_for_recorded_steps(out: Path, n_steps: int, timeout_s: float = 120.0) -
                 return
         except FileNotFoundError:
             pass
-        time.sleep(0.2)
+        time.sleep(poll_s)

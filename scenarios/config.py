@@ -34,6 +34,8 @@ SIMULATOR_NAMES = ("grid", "baseload", "der", "pv", "fleet", "scheduler", "recor
 DER_OPTIONS = ("auto", "profile", "off", "pv", "static")
 BASELOAD_SOURCES = ("simbench", "csv", "nominal")
 ARRIVALS = ("gev", "fixed")
+#: fleet.sampling: seed 000 counts per bus, or seed 003 commuters on the loads (simulators/ev_fleet/commuters.py)
+FLEET_SAMPLINGS = ("counts", "seed003")
 DSO_POLICIES = ("scheduled", "voltage", "congestion")
 DIRECTIONS = ("up", "down")
 
@@ -167,6 +169,10 @@ class FleetConfig:
     soc_initial_std: float = field(default=0.04, metadata=_spec(lo=0, hi=1))
     consumption_kwh_per_km: float = field(default=0.160, metadata=_spec(lo=0, hi=10))
     e_star_kwh: float | None = field(default=None, metadata=_spec(lo=0, hi=100))
+    sampling: str = field(default="counts", metadata=_spec(choices=FLEET_SAMPLINGS))
+    ev_share: float = field(default=0.2, metadata=_spec(lo=0, hi=1))
+    reserve_soc: float = field(default=0.2, metadata=_spec(lo=0, hi=1))
+    catalogue: str = ""
 
 
 @dataclass(frozen=True)
@@ -540,13 +546,19 @@ def _check_fleet_sampling(cases: list[Case], problems: list[str]) -> None:
         key = (repr(sorted(f.counts.items())), f.arrival, f.arrival_fixed_h, f.arrival_gev_shape,
                f.arrival_gev_scale_h, f.arrival_gev_loc_h, f.departure_weibull_scale_h,
                f.departure_weibull_shape, case.grid.network, case.scenario.seed)
-        if not case.fleet.counts or key in seen:
+        if f.sampling == "seed003":  # the seed 003 draw depends on these too
+            key += (f.sampling, f.ev_share, f.reserve_soc, f.catalogue, f.efficiency, f.soc_max,
+                    case.scenario.start, case.scenario.end, str(case.base_dir))
+        if not (case.fleet.counts or f.sampling == "seed003") or key in seen:
             continue
         seen.add(key)
         try:
             fleet_specs(case, load_network(case.grid.network, case.base_dir))
         except ValueError as exc:
             m = case.scenario
+            if f.sampling == "seed003":
+                problems.append(f"fleet.sampling (case {case.name!r}): {exc}")
+                continue
             problems.append(
                 f"fleet.counts (case {case.name!r}): no stay inside [{m.start}, {m.end}] for the sampled EVs "
                 f"({exc}); move scenario.start/end to cover the arrivals "

@@ -109,6 +109,8 @@ def fleet_specs(case: Case, net) -> list[EVSpec]:
     )
     rng = np.random.default_rng(meta.seed)
     specs = sample_fleet(counts, dist, meta.start, meta.horizon_s, rng) if counts else []
+    if f.sampling == "seed003":
+        specs += list(seed003_fleet(case, net, first_id=len(specs)).specs)
     for i, ev in enumerate(f.evs):
         specs.append(EVSpec(
             ev_id=f"EV-{len(specs)}", home_bus=resolve_bus(net, ev.bus),
@@ -120,6 +122,21 @@ def fleet_specs(case: Case, net) -> list[EVSpec]:
             soc_min=f.soc_min, soc_max=f.soc_max, autonomous=f.autonomous,
         ))
     return specs
+
+
+def seed003_fleet(case: Case, net, first_id: int = 0):
+    """The seed 003 commuter fleet of a case (``fleet.sampling = "seed003"``; docs/ev_catalogue.md)."""
+    from adapters.ev_catalogue import DEFAULT_CATALOGUE, load_catalogue
+    from simulators.ev_fleet.commuters import CommuterDistributions, sample_commuter_fleet
+
+    f, meta = case.fleet, case.scenario
+    path = Path(case.base_dir) / f.catalogue if f.catalogue else DEFAULT_CATALOGUE
+    dist = CommuterDistributions(ev_share=f.ev_share, reserve_soc=f.reserve_soc,
+                                 efficiency=f.efficiency, soc_max=f.soc_max)
+    # its own stream (seed + 3): adding counted EVs does not change the commuters
+    rng = np.random.default_rng([meta.seed, 3])
+    return sample_commuter_fleet(net, dist, load_catalogue(path), meta.start, meta.horizon_s, rng,
+                                 first_id=first_id)
 
 
 def baseload_model(case: Case, net) -> BaseLoadModel:

@@ -529,8 +529,12 @@ class GridModel:
         # one injection load per bus, appended after the network's loads
         all_buses = net.bus.index.to_numpy(dtype=np.int64)
         self._bus_pos = {int(b): k for k, b in enumerate(all_buses)}
+        # extra bool columns of the net's loads (e.g. suburban_lv's "three_phase") get False
+        # on the injection rows: left NaN, pandapower warns and casts them to True
+        extra_bool = {c: False for c in net.load.columns
+                      if net.load[c].dtype == bool and c not in ("in_service",)}
         inj = pp.create_loads(net, buses=all_buses, p_mw=0.0, q_mvar=0.0,
-                              name=INJECTION_LOAD_NAME)
+                              name=INJECTION_LOAD_NAME, **extra_bool)
         self._inj_ids = np.asarray(inj, dtype=np.int64)
         self._n_bus = len(all_buses)
         # one vector over every driven element: own loads, injections, sgens, storage

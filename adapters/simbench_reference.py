@@ -107,9 +107,25 @@ def run_reference(network: str, first_row: int, n_steps: int) -> TimeSeriesRefer
         logging.disable(previous)
     run_s = time.perf_counter() - t0
     out = writer.output
-    vm = out["res_bus.vm_pu"].reset_index(drop=True)
-    loading = out["res_line.loading_percent"].reset_index(drop=True)
+    vm = _by_element_index(out["res_bus.vm_pu"], net.bus.index, "bus")
+    loading = _by_element_index(out["res_line.loading_percent"], net.line.index, "line")
     return TimeSeriesReference(vm.astype(float), loading.astype(float).fillna(0.0), run_s)
+
+
+def _by_element_index(frame: pd.DataFrame, index: pd.Index, element: str) -> pd.DataFrame:
+    """``frame`` (rows: time steps) with its columns labelled by pandapower element index.
+
+    With only ``res_bus``/``res_line`` logged, ``run_timeseries`` reads the results in
+    one batch after the run and the OutputWriter labels those columns by *position*
+    (0 .. n-1, in ``net.<element>`` order), not by index; on a grid whose index has
+    gaps (SimBench 1-LV-rural2: 97 buses numbered up to 288) position 96 is no bus.
+    Both paths keep ``net.<element>`` order, so the index is the right label for each.
+    """
+    if frame.shape[1] != len(index):
+        raise ValueError(f"run_timeseries logged {frame.shape[1]} {element} columns, the net has {len(index)}")
+    frame = frame.reset_index(drop=True)
+    frame.columns = index
+    return frame
 
 
 def max_differences(vm_cosim: np.ndarray, loading_cosim: np.ndarray,

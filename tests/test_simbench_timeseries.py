@@ -131,3 +131,36 @@ def test_scheduler_and_grid_agree_at_t0(cosim_day):
     # with the sgens left at their static rated output in the grid and missing from the
     # forecast (before the DER simulator) it was 0.095 pu (measured once)
     assert np.max(np.abs(predicted - measured)) < 1e-3
+
+
+def test_reference_labels_results_by_element_index_on_a_grid_with_gaps():
+    """On 1-LV-rural2 the bus index has gaps (97 buses numbered up to 288): each
+    reference column is the bus/line it names, checked against one plain
+    ``runpp`` per step with the profile values written into the net by hand
+    (before the fix the columns were positions 0..96 and a look-up of bus 96
+    failed with KeyError, as in the week bench)."""
+    import pandapower as pp
+    import simbench
+
+    from adapters.networks import load_network
+
+    network = "simbench:1-LV-rural2--0-sw"
+    net = load_network(network)
+    assert net.bus.index.max() >= len(net.bus)  # the gaps this test is about
+    first = simbench_row(net, "2016-06-01 12:00")
+    ref = run_reference(network, first, 2)
+    assert list(ref.vm_pu.columns) == list(net.bus.index)
+    assert list(ref.line_loading_percent.columns) == list(net.line.index)
+    absolute = simbench.get_absolute_values(net, profiles_instead_of_study_cases=True)
+    for step in range(2):
+        for (element, column), frame in absolute.items():
+            if frame.empty:  # no gen, no storage on this grid
+                continue
+            net[element].loc[frame.columns, column] = frame.iloc[first + step].to_numpy()
+        pp.runpp(net, tolerance_mva=1e-10, numba=False)
+        np.testing.assert_allclose(ref.vm_pu.iloc[step].to_numpy(), net.res_bus.vm_pu.loc[net.bus.index].to_numpy(),
+                                   rtol=0, atol=1e-9)
+        np.testing.assert_allclose(ref.line_loading_percent.iloc[step].to_numpy(),
+                                   net.res_line.loading_percent.loc[net.line.index].to_numpy(), rtol=0, atol=1e-7)
+    # the buses whose positions and indices differ really differ in voltage at noon
+    assert np.ptp(ref.vm_pu.iloc[0].to_numpy()) > 1e-3

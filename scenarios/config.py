@@ -38,6 +38,18 @@ ARRIVALS = ("gev", "fixed")
 FLEET_SAMPLINGS = ("counts", "seed003")
 DSO_POLICIES = ("scheduled", "voltage", "congestion")
 DIRECTIONS = ("up", "down")
+#: scheduler solvers ("auto": PIQP, or Clarabel for cone = "soc") and the module each needs
+SOLVER_MODULES = {"piqp": "piqp", "clarabel": "clarabel", "highs": "highspy"}
+
+# Size bounds (docs/scenarios.md, "Size bounds"): a run beyond them would exhaust
+# memory or time long after it started (1e17 EVs ended in a MemoryError, an `end` a
+# century away grew until killed), so they are refused before anything starts.
+MAX_HORIZON_DAYS = 366
+MAX_STEPS = 527_040  # one leap year of 1-minute steps
+MAX_EVS = 100_000  # sampled (fleet.counts) plus listed (fleet.evs), per case
+# EV rows of a run (EVs x steps): the summary reads the EV table into memory,
+# about 100 B a row, so 2e8 rows are about 20 GB
+MAX_EV_STEPS = 200_000_000
 
 
 class ScenarioError(ValueError):
@@ -184,7 +196,7 @@ class SchedulerConfig:
     k_weight: float = field(default=1e-4, metadata=_spec(lo=0, hi=1))
     cone: str = field(default="soc", metadata=_spec(choices=("soc", "polygon")))
     polygon_sides: int = field(default=16, metadata=_spec(lo=4, hi=256))
-    solver: str = "auto"
+    solver: str = field(default="auto", metadata=_spec(choices=("auto", *SOLVER_MODULES)))
     time_limit_s: float = field(default=60.0, metadata=_spec(lo=0, hi=86400, gt=True))
     soft_penalty: float = field(default=1e4, metadata=_spec(lo=0, hi=1e12, gt=True))
     relinearise: bool = False
@@ -441,6 +453,45 @@ def _check_scenario_meta(meta: ScenarioMeta, problems: list[str]) -> None:
             f"scenario.step_s: must divide the horizon of {meta.horizon_s} s "
             f"(start {meta.start} to end {meta.end}), got {meta.step_s}"
         )
+    if meta.horizon_s > MAX_HORIZON_DAYS * 86400:
+        problems.append(f"scenario.end: the horizon must be at most {MAX_HORIZON_DAYS} days after "
+                        f"scenario.start ({meta.start}), got {meta.horizon_s / 86400:g} days (end {meta.end})")
+    elif meta.n_steps > MAX_STEPS:
+        problems.append(f"scenario.step_s: at most {MAX_STEPS} steps per run (a year of 1-minute steps), "
+                        f"got {meta.n_steps} steps of {meta.step_s} s")
+    if (meta.start.tzinfo is None) != (meta.end.tzinfo is None):
+        problems.append(f"scenario.end: start and end must both have a UTC offset or both have none, "
+                        f"got start {meta.start} and end {meta.end}")
+    problem = timezone_problem(meta.timezone)
+    if problem:
+        problems.append(f"scenario.timezone: {problem}")
+
+
+def timezone_problem(name: str) -> str | None:
+    """What is wrong with an IANA time-zone name (None when it is known)."""
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return f"must be an IANA time zone such as 'Europe/Paris' or 'UTC', got {name!r}"
+    return None
+
+
+def _check_solver(sc: SchedulerConfig, prefix: str, problems: list[str]) -> None:
+    """The scheduler's solver must be installed and fit the cone and move blocking."""
+    import importlib.util
+
+    if sc.solver in SOLVER_MODULES and importlib.util.find_spec(SOLVER_MODULES[sc.solver]) is None:
+        installed = [s for s, m in SOLVER_MODULES.items() if importlib.util.find_spec(m) is not None]
+        problems.append(f"{prefix}.solver: {sc.solver!r} is not installed (pip install "
+                        f"{SOLVER_MODULES[sc.solver]}); installed: {', '.join(['auto', *installed])}")
+    if sc.cone == "soc" and sc.solver not in ("auto", "clarabel"):
+        problems.append(f"{prefix}.solver: cone = 'soc' (exact second-order cones) needs 'clarabel' "
+                        f"or 'auto', got {sc.solver!r}")
+    if sc.fine_steps and sc.solver == "highs":
+        problems.append(f"{prefix}.solver: fine_steps (move blocking) needs 'piqp', 'clarabel' or 'auto', "
+                        f"got 'highs'")
 
 
 def _check_fleet(fleet: FleetConfig, meta: ScenarioMeta, prefix: str, problems: list[str]) -> None:
@@ -451,9 +502,18 @@ def _check_fleet(fleet: FleetConfig, meta: ScenarioMeta, prefix: str, problems: 
             f"{prefix}.soc_target: must be in [soc_min, soc_max] = [{fleet.soc_min}, {fleet.soc_max}], "
             f"got {fleet.soc_target}"
         )
+    total = len(fleet.evs)
     for bus, count in fleet.counts.items():
-        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            problems.append(f"{prefix}.counts.{bus}: must be an integer >= 0, got {count!r}")
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_EVS:
+            problems.append(f"{prefix}.counts.{bus}: must be an integer in [0, {MAX_EVS}], got {count!r}")
+        else:
+            total += count
+    if total > MAX_EVS:
+        problems.append(f"{prefix}.counts: at most {MAX_EVS} EVs per case (counts plus evs), got {total}")
+    elif meta.horizon_s <= MAX_HORIZON_DAYS * 86400 and total * meta.n_steps > MAX_EV_STEPS:
+        problems.append(f"{prefix}.counts: {total} EVs x {meta.n_steps} steps = {total * meta.n_steps:.3g} "
+                        f"EV rows, at most {MAX_EV_STEPS:.0e} (memory of the summary, ~100 B a row); "
+                        f"shorten the horizon or use fewer EVs")
     horizon_h = meta.horizon_s / 3600.0
     for i, ev in enumerate(fleet.evs):
         if ev.departure_h <= ev.arrival_h:
@@ -608,6 +668,8 @@ def _check_grid_inputs(prefix: str, grid: GridConfig, baseload: BaseLoadConfig, 
     """DER option, study case and load profiles against the network (loads it; cached)."""
     from adapters.networks import load_network
     from adapters.profiles import ProfileDataError, simbench_net_profiles
+    from scenarios.buses import monitored_buses
+    from simulators.grid.naming import element_eids
     from simulators.der.model import der_specs_from_net, net_has_der_profiles, pv_replacements
 
     problem = check_study_case(grid.network, grid.study_case or None)
@@ -621,6 +683,12 @@ def _check_grid_inputs(prefix: str, grid: GridConfig, baseload: BaseLoadConfig, 
         problems.append(f"{prefix}grid.der: must be 'auto', 'static' or 'off' with a study case "
                         f"(the study case fixes every sgen), got {grid.der!r}")
     net = load_network(grid.network, base_dir)
+    if grid.monitor_buses and not monitored_buses(net, grid.monitor_buses):
+        # an unmatched prefix judged no bus: 0 violations reported for any run
+        names = sorted({eid.split("-", 1)[1][:1] for eid in element_eids(net, "bus").values()})
+        problems.append(f"{prefix}grid.monitor_buses: no bus of {grid.network!r} has a short name starting "
+                        f"with {grid.monitor_buses!r} (first letters of its buses: {', '.join(names)}; "
+                        f"'' = every bus)")
     specs = der_specs_from_net(net)
     if grid.der == "profile" and specs and not net_has_der_profiles(net):
         problems.append(f"{prefix}grid.der: 'profile' needs SimBench profiles for the network's "
@@ -693,6 +761,12 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
         if name not in SIMULATOR_NAMES:
             problems.append(f"simulators.{name}: unknown simulator (allowed: {', '.join(SIMULATOR_NAMES)})")
 
+    scenario_raw = raw.get("scenario")
+    if not isinstance(scenario_raw, dict) or "end" not in scenario_raw:
+        # a missing end silently became a fixed date (11 488 steps from a January start)
+        problems.append("scenario.end: required field is missing (the end of the run, "
+                        "e.g. end = 2024-05-16T08:00:00; at most "
+                        f"{MAX_HORIZON_DAYS} days after scenario.start)")
     if meta is not None:
         _check_scenario_meta(meta, problems)
     if grid is not None:
@@ -761,6 +835,8 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
             sp = f"{prefix}.scheduler" if "scheduler" in craw else "scheduler"
             problems.extend(f"{sp}.{_FLEX_FIELDS.get(p.split(':')[0], p.split(':')[0])}:{p.split(':', 1)[1]}"
                             for p in flex_options_problems(c_sched, meta.n_steps))
+        if c_sched is not None:
+            _check_solver(c_sched, f"{prefix}.scheduler" if "scheduler" in craw else "scheduler", problems)
         if c_sched is not None and c_sched.strategy == "replay" and not c_sched.replay_case:
             problems.append(f"{prefix}.scheduler.replay_case: must name an earlier case for strategy 'replay'")
         if c_sched is not None and c_sched.replay_case and c_sched.replay_case not in names - {cname}:

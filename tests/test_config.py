@@ -93,6 +93,8 @@ def test_strategy_needs_capable_chargers(tmp_path):
 
 def test_cases_override_and_names(tmp_path):
     path = write(tmp_path, """
+        [scenario]
+        end = 2024-05-16T08:00:00
         [fleet]
         counts = { R1 = 1 }
         can_discharge = true
@@ -126,3 +128,65 @@ def test_flex_max_options_named_in_errors(tmp_path):
     ok.write_text((ROOT / "scenarios" / "default.toml").read_text().replace(
         'strategy = "uncoordinated"\nmode = "receding"', 'strategy = "flex_max"\nmode = "day_ahead"', 1))
     assert load_scenario(ok).cases[0].scheduler.strategy == "flex_max"
+
+
+DEFAULT = ROOT / "scenarios" / "default.toml"
+
+
+def problems_of(tmp_path, replace: tuple[str, str] | None = None, append: str = "") -> list[str]:
+    """Problems of the default scenario with one line replaced and/or text appended."""
+    text = DEFAULT.read_text()
+    if replace:
+        assert replace[0] in text, replace[0]
+        text = text.replace(*replace, 1)
+    path = tmp_path / "s.toml"
+    path.write_text(text + append)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    return info.value.problems
+
+
+@pytest.mark.parametrize(("replace", "field", "needle"), [
+    # fault 5 of docs/reliability.md: each passed validation and failed (or misled) later
+    (('monitor_buses = "R"', 'monitor_buses = "ZZZ"'), "grid.monitor_buses", "first letters of its buses: 0, C, I, R"),
+    (("end = 2024-01-18T08:00:00\n", ""), "scenario.end", "required field is missing"),
+    (("end = 2024-01-18T08:00:00", "end = 2124-01-18T08:00:00"), "scenario.end", "at most 366 days"),
+    (("end = 2024-01-18T08:00:00\nstep_s = 900", "end = 2024-12-31T16:00:00\nstep_s = 30"), "scenario.step_s",
+     "at most 527040 steps per run (a year of 1-minute steps), got 1005120 steps of 30 s"),
+    (("R1 = 50,", "R1 = 100000000000000000,"), "fleet.counts.R1", "integer in [0, 100000]"),
+    (("R1 = 50,", "R1 = 99990,"), "fleet.counts", "at most 100000 EVs per case"),
+    (('strategy = "uncoordinated"', 'strategy = "uncoordinated"\nsolver = "gurobi"'), "scheduler.solver",
+     "must be one of 'auto', 'piqp', 'clarabel', 'highs'"),
+    (('strategy = "uncoordinated"', 'strategy = "uncoordinated"\ncone = "soc"\nsolver = "piqp"'),
+     "scheduler.solver", "needs 'clarabel'"),
+    (('timezone = "Europe/Paris"', 'timezone = "Mars/Olympus"'), "scenario.timezone", "IANA time zone"),
+])
+def test_validation_holes_are_closed(tmp_path, replace, field, needle):
+    problems = problems_of(tmp_path, replace)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{field}:") and needle in problems[0], problems[0]
+
+
+def test_ev_rows_bound_is_the_product_of_evs_and_steps(tmp_path):
+    """5 048 EVs and 100 512 steps are each inside their bounds; their product is not."""
+    text = DEFAULT.read_text().replace("end = 2024-01-18T08:00:00", "end = 2024-12-31T16:00:00", 1)
+    text = text.replace("step_s = 900", "step_s = 300", 1).replace("R1 = 50,", "R1 = 5000,", 1)
+    path = tmp_path / "rows.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    # 2024-01-17T16:00 to 2024-12-31T16:00: 349 days = 100 512 five-minute steps
+    assert info.value.problems == [
+        "fleet.counts: 5048 EVs x 100512 steps = 5.07e+08 EV rows, at most 2e+08 (memory of the summary, "
+        "~100 B a row); shorten the horizon or use fewer EVs"]
+
+
+def test_solver_not_installed(tmp_path, monkeypatch):
+    """A known solver whose package is missing is named with the installed ones."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "clarabel" else real(name, *a))
+    problems = problems_of(tmp_path, ('strategy = "uncoordinated"', 'strategy = "uncoordinated"\nsolver = "clarabel"'))
+    assert problems == ["scheduler.solver: 'clarabel' is not installed (pip install clarabel); "
+                        "installed: auto, piqp, highs"]

@@ -292,6 +292,8 @@ class Case:
     simulators: dict[str, StarterConfig]
     base_dir: Path
     dso: DSOConfig = field(default_factory=DSOConfig)
+    # [simulators.<name>] tables of user simulators (scenarios/external_config.py)
+    externals: tuple = ()
 
 
 #: Sweep axes, in the order a point id names them (docs/scenarios.md, ``[sweep]``).
@@ -757,9 +759,12 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
                 parse_addr(starter.addr)
             except ValueError as exc:
                 problems.append(f"simulators.{name}.addr: {exc} (starter 'connect')")
-    for name in sims_raw:
-        if name not in SIMULATOR_NAMES:
-            problems.append(f"simulators.{name}: unknown simulator (allowed: {', '.join(SIMULATOR_NAMES)})")
+    # any other name is a user's simulator (docs/external_simulators.md)
+    from scenarios.external_config import check_grid_ends, parse_external
+
+    ext_names = {n for n in sims_raw if n not in SIMULATOR_NAMES}
+    externals = tuple(e for n in sorted(ext_names)
+                      if (e := parse_external(n, sims_raw[n], base_dir, problems, ext_names)) is not None)
 
     scenario_raw = raw.get("scenario")
     if not isinstance(scenario_raw, dict) or "end" not in scenario_raw:
@@ -774,6 +779,11 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
         if net_problem:
             problems.append(f"grid.network: {net_problem}")
             grid = None
+    if grid is not None and externals:
+        from adapters.networks import load_network
+
+        for ext in externals:
+            check_grid_ends(ext, load_network(grid.network, base_dir), problems)
     if baseload is not None and baseload.source == "csv":
         csv = base_dir / baseload.csv_path
         if not baseload.csv_path or not csv.is_file():
@@ -845,7 +855,8 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
             continue
         if "grid" in craw or i == 0:
             _check_grid_inputs(f"{prefix}." if "grid" in craw else "", c_grid, c_base, base_dir, problems)
-        cases.append(Case(cname, meta, c_grid, c_base, c_pv, c_fleet, c_sched, simulators, base_dir, c_dso))
+        cases.append(Case(cname, meta, c_grid, c_base, c_pv, c_fleet, c_sched, simulators, base_dir, c_dso,
+                          externals))
 
     # Bus references need the network: checked on the shared tables, whatever else failed.
     if grid is not None and (fleet is not None or pv is not None):

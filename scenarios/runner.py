@@ -33,6 +33,7 @@ import numpy as np
 
 from adapters import mosaik_fixes, remote_watchdog
 from adapters.networks import load_network
+from scenarios import external
 from scenarios.buses import monitored_buses, resolve_bus
 from scenarios.config import Case, Scenario, flex_options, resolve_der
 from scenarios.progress import CaseProgress
@@ -361,13 +362,15 @@ def sim_config(case: Case) -> dict:
         else:
             host, port = remote_watchdog.parse_addr(starter.addr)
             config[name] = remote_watchdog.WatchedConnectStarter(host, port, **timeouts)
+    config.update(external.sim_config(case.externals))  # [simulators.<user's name>]
     return config
 
 
 def world_config(case: Case) -> dict:
     """mosaik_config: mosaik bounds every ``init`` call by one world-wide start timeout."""
     return remote_watchdog.world_config(
-        s.start_timeout_s for s in case.simulators.values() if s.starter != "python")
+        [s.start_timeout_s for s in case.simulators.values() if s.starter != "python"]
+        + external.start_timeouts(case.externals))
 
 
 class _ErrorLog:
@@ -564,6 +567,14 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                 world.connect(dso, sched, "requests", time_shifted=step_s)
                 world.connect(dso, rec, "records")
                 world.connect(sched, rec, "records")
+            ext_info = {}
+            if case.externals:  # user simulators by configuration (scenarios/external.py)
+                ends = {"Grid": children, "BaseLoad": {e.eid: e for e in bl.children}}
+                if der is not None:
+                    ends["DER"] = {e.eid: e for e in der_ent.children}
+                if units:
+                    ends["PV"] = {e.eid: e for e in plant.children}
+                ext_info = external.build(world, case, ends, rec)
             setup_s = time.perf_counter() - wall0
             # The networks, profiles and models built above live for the whole run;
             # frozen, the garbage collector's full passes no longer walk them at
@@ -587,6 +598,8 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
                         metadata["monitored_buses"])
     summary.update(_seed001_metrics(out_dir, specs, step_s, n_steps, estar))
     summary["element_drivers"] = drivers
+    if ext_info:
+        summary["external_simulators"] = ext_info
     if case.dso.policies:
         from scenarios.summary import activation_summary
 

@@ -1,0 +1,31 @@
+"""The example home battery with an injected fault from a given step on (tests)."""
+
+import mosaik_api_v3
+
+from examples.home_battery.battery import HomeBatterySimulator
+
+
+class FaultyBattery(HomeBatterySimulator):
+    """``init(fault="nan" | "raise", fault_at_s=...)``: NaN power or an exception from that step on."""
+
+    def init(self, sid, time_resolution=1.0, step_s=900, fault="nan", fault_at_s=1800):
+        self.fault, self.fault_at = fault, int(fault_at_s / time_resolution)
+        return super().init(sid, time_resolution, step_s=step_s)
+
+    def step(self, time, inputs, max_advance):
+        self.now = time
+        if self.fault == "raise" and time >= self.fault_at:
+            raise RuntimeError("injected failure in the battery")
+        return super().step(time, inputs, max_advance)
+
+    def get_data(self, outputs):
+        data = super().get_data(outputs)
+        if self.fault == "nan" and self.now >= self.fault_at:
+            for values in data.values():
+                if "p_kw" in values:
+                    values["p_kw"] = float("nan")
+        return data
+
+
+if __name__ == "__main__":
+    mosaik_api_v3.start_simulation(FaultyBattery(), "faulty battery")

@@ -477,3 +477,30 @@ def resample_to_steps(
     for c in range(values.shape[1]):
         out[:, c] = np.interp(t, mids, values[:, c])
     return out
+
+
+def month_average_profiles(rel: pd.DataFrame, month: int) -> pd.DataFrame:
+    """Every day of ``rel`` replaced by the average day of one month (seed 003, IV-B).
+
+    Seed 003 drives its houses with "the average load profile for May". For each
+    column, the values of all days of ``month`` (1-12) are averaged per local
+    clock time (hour, minute) of the index; the result has ``rel``'s index and
+    columns and, on every day of the year, that average day, so any start date
+    and the cyclic resampling of :func:`resample_to_steps` read the same day.
+    The 15-min slots a daylight-saving change skips or repeats take the average
+    of the days that have them.
+
+    Raises
+    ------
+    ProfileDataError
+        If ``month`` is not an int in 1..12 or no row of ``rel`` is in that month.
+    """
+    if isinstance(month, bool) or not isinstance(month, int) or not 1 <= month <= 12:
+        raise ProfileDataError(f"month must be an int in 1..12, got {month!r}")
+    idx = pd.DatetimeIndex(rel.index)
+    sel = idx.month == month
+    if not sel.any():
+        raise ProfileDataError(f"no profile rows in month {month}")
+    slot = idx.hour * 60 + idx.minute
+    day = rel[sel].groupby(slot[sel]).mean()
+    return pd.DataFrame(day.reindex(slot).to_numpy(), index=rel.index, columns=rel.columns)

@@ -124,6 +124,8 @@ class BaseLoadConfig:
     # load-name prefix -> SimBench profile name; "*" is the fallback
     profiles: dict = field(default_factory=lambda: {"R": "H0-A", "C": "G1-A", "I": "G3-A", "*": "H0-A"})
     forecast_error_std: float = field(default=0.0, metadata=_spec(lo=0, hi=1))
+    # 1..12: every day is that month's average day of the SimBench profiles (seed 003: May); 0: off
+    average_month: int = field(default=0, metadata=_spec(lo=0, hi=12))
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,9 @@ class PVConfig:
     azimuth_deg: float = field(default=180.0, metadata=_spec(lo=0, hi=360))
     units: tuple[PVUnit, ...] = ()
     forecast_error_std: float = field(default=0.0, metadata=_spec(lo=0, hi=1))
+    # "seed003": also one unit per customer with PV, sizes by simulators/pv/placement.py
+    sampling: str = field(default="units", metadata=_spec(choices=("units", "seed003")))
+    share: float = field(default=0.5, metadata=_spec(lo=0, hi=1))
 
 
 @dataclass(frozen=True)

@@ -145,8 +145,15 @@ def baseload_model(case: Case, net) -> BaseLoadModel:
     b, meta = case.baseload, case.scenario
     loads = load_specs_from_net(net, b.profiles)
     if b.source == "simbench":
+        opts = simbench_load_options(net)
+        if b.average_month:  # seed 003: the month's average day (adapters.profiles.month_average_profiles)
+            from adapters.profiles import month_average_profiles, simbench_load_profiles
+            rel = opts.get("relative")
+            if rel is None:
+                rel = simbench_load_profiles(sorted({ld.profile for ld in loads}))
+            opts["relative"] = month_average_profiles(rel, b.average_month)
         return BaseLoadModel.from_simbench(loads, meta.start, meta.step_s, scale=b.scale,
-                                           horizon_steps=meta.n_steps, **simbench_load_options(net))
+                                           horizon_steps=meta.n_steps, **opts)
     if b.source == "csv":
         return BaseLoadModel.from_csv(case.base_dir / b.csv_path, loads, meta.start, meta.step_s,
                                       scale=b.scale, horizon_steps=meta.n_steps)
@@ -179,6 +186,12 @@ def pv_units(case: Case, net) -> list[dict]:
          "tilt_deg": case.pv.tilt_deg, "azimuth_deg": case.pv.azimuth_deg}
         for u in case.pv.units
     ]
+    if case.pv.sampling == "seed003":  # rooftop PV on the customers, own stream (seed, 4)
+        from simulators.pv.placement import PVPlacement, sample_rooftop_pv
+        units += [{"bus": u["bus"], "kwp": u["kwp"], "s_kva": None, "tilt_deg": case.pv.tilt_deg,
+                   "azimuth_deg": case.pv.azimuth_deg}
+                  for u in sample_rooftop_pv(net, PVPlacement(share=case.pv.share),
+                                             np.random.default_rng([case.scenario.seed, 4]))]
     if resolve_der(case.grid, net) == "pv":
         units += [{"bus": s.bus, "kwp": -s.p_nom_kw, "s_kva": None, "tilt_deg": case.pv.tilt_deg,
                    "azimuth_deg": case.pv.azimuth_deg}

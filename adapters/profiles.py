@@ -240,9 +240,17 @@ def read_timeseries_csv(
     path = Path(path)
     if not path.is_file():
         raise ProfileDataError(f"{path}: file does not exist")
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
-        numbered = [(reader.line_num, r) for r in reader if any(cell.strip() for cell in r)]
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh, delimiter=delimiter)
+            numbered = [(reader.line_num, r) for r in reader if any(cell.strip() for cell in r)]
+    except UnicodeDecodeError as exc:
+        raise ProfileDataError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                               f"{exc.start}); a CSV time-series file is expected") from None
+    except csv.Error as exc:
+        raise ProfileDataError(f"{path}: not a CSV file ({exc})") from None
+    except OSError as exc:
+        raise ProfileDataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     line_of = [n for n, _ in numbered]
     rows = [r for _, r in numbered]
     if not rows:

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from scenarios.config import Scenario, ScenarioError, parse_scenario
-from scenarios.overrides import apply_overrides, prepare, shipped_scenarios
+from scenarios.overrides import apply_overrides, out_dir_problem, prepare, shipped_scenarios
 from scenarios.runner import CaseResult, RunFailed, run_scenario
 from simulators.recorder.model import is_complete, pivot, read_table, tables
 
@@ -212,6 +212,8 @@ def run(scenario: Scenario | str | Path, out: str | Path | None = None, *, cases
     if unknown:
         raise KeyError(f"unknown case(s) {unknown}; the scenario has {names}")
     out = Path(out) if out is not None else Path("out") / scenario.cases[0].scenario.name
+    if problem := out_dir_problem(out):
+        raise ScenarioError(str(scenario.source), [problem.replace("--out: ", "out: ", 1)])
     args = (scenario, out, cases, plots, jobs, progress, quiet)
     if not _in_event_loop():
         return _run_blocking(*args)

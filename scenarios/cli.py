@@ -7,8 +7,9 @@ Exit status (every path ends in one of these):
 1      a case could not finish (reason printed; completed steps stay on disk),
        or an internal error (rerun with ``--debug`` for the traceback)
 2      usage error: unknown option, invalid scenario file or ``--set`` value,
-       ``--steps``/``--until`` out of range, unknown ``--cases`` name
-       (every problem is listed, nothing is started)
+       ``--steps``/``--until`` out of range, unknown ``--cases`` name, an
+       ``--out`` folder that cannot be written (every problem is listed,
+       nothing is started)
 130    interrupted (Ctrl-C); completed steps stay on disk
 =====  ==================================================================
 """
@@ -39,7 +40,7 @@ EXIT_TEXT = """\
 exit status:
   0    every case finished (COMPLETE marker written in its folder)
   1    a case could not finish (completed steps stay on disk), or an internal error
-  2    usage error, invalid scenario or --set value, unknown --cases name
+  2    usage error, invalid scenario or --set value, unknown --cases name, unwritable --out
   130  interrupted with Ctrl-C
 """
 
@@ -166,7 +167,7 @@ def _interrupted() -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from scenarios.config import ScenarioError
-    from scenarios.overrides import parse_assignment, prepare, resolve_scenario_path
+    from scenarios.overrides import out_dir_problem, parse_assignment, prepare, resolve_scenario_path
 
     try:
         overrides = dict(parse_assignment(text) for text in args.overrides)
@@ -192,6 +193,10 @@ def _run(args: argparse.Namespace) -> int:
     from scenarios.runner import RunFailed, run_scenario
 
     out = args.out or Path("out") / resolve_scenario_path(args.scenario).stem
+    problem = out_dir_problem(out)
+    if problem:  # before anything starts (it would fail after the set-up)
+        _error(problem)
+        return EXIT_USAGE
     echo = (lambda s: None) if args.quiet else print
     try:
         if scenario.sweep is not None:

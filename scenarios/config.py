@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -632,6 +633,29 @@ def _check_fleet_sampling(cases: list[Case], problems: list[str]) -> None:
                 f"(arrival = {case.fleet.arrival!r}) or list the EVs in [[fleet.evs]]")
 
 
+def _check_baseload_data(cases: list[Case], problems: list[str]) -> None:
+    """Read each case's base-load CSV as the runner will (every step of the horizon):
+    text, NaN, a missing load column or times that do not cover the run are
+    reported here, naming the file, line and column, instead of failing the run."""
+    from adapters.networks import load_network
+    from adapters.profiles import ProfileDataError
+    from scenarios.runner import baseload_model
+    from simulators.baseload.model import BaseLoadError
+
+    seen = set()
+    for case in cases:
+        b, m = case.baseload, case.scenario
+        key = (b.csv_path, repr(sorted(b.profiles.items())), case.grid.network, m.start, m.step_s, m.n_steps)
+        if b.source != "csv" or key in seen:
+            continue
+        seen.add(key)
+        try:
+            baseload_model(case, load_network(case.grid.network, case.base_dir))
+        except (ProfileDataError, BaseLoadError) as exc:
+            text = str(exc) if b.csv_path in str(exc) else f"{b.csv_path}: {exc}"
+            problems.append(f"baseload.csv_path (case {case.name!r}): {text}")
+
+
 #: FlexOptions field -> scenario field of [scheduler]
 _FLEX_FIELDS = {"c_down": "flex_c_down", "c_up": "flex_c_up", "scenarios": "flex_scenarios",
                 "ev_power_factor": "ev_power_factor", "time_limit_s": "time_limit_s"}
@@ -704,6 +728,14 @@ def _check_grid_inputs(prefix: str, grid: GridConfig, baseload: BaseLoadConfig, 
         problems.append(f"{prefix}grid.der: 'pv' replaces the network's PV sgens by the PV "
                         f"simulator, but {grid.network!r} has no PV sgen")
     if baseload.source == "simbench" and not grid.study_case:
+        from adapters.profiles import simbench_load_profile_names
+
+        known = simbench_load_profile_names()
+        for prefix_key, name in baseload.profiles.items():
+            if not isinstance(name, str) or name not in known:
+                shown = ", ".join(n for n in known if re.fullmatch(r"[GHL]\d-[A-Z]", n))
+                problems.append(f"baseload.profiles.{prefix_key}: unknown SimBench load profile {name!r} "
+                                f"(standard profiles: {shown}; all of simbench's LoadProfile.csv are allowed)")
         try:
             relative = simbench_net_profiles(net, "load")
         except ProfileDataError:
@@ -725,13 +757,25 @@ def load_scenario(path: str | Path) -> Scenario:
         listing every problem found, before anything is built.
     """
     path = Path(path)
+    return parse_scenario(read_toml(path), path)
+
+
+def read_toml(path: Path, not_found: str = "") -> dict:
+    """The parsed TOML document of a scenario file; every way it cannot be read
+    (missing, a folder, unreadable, not UTF-8, not TOML) as a :class:`ScenarioError`."""
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        raise ScenarioError(str(path), [f"file not found: {path}"]) from None
+        raise ScenarioError(str(path), [f"file not found: {path}{not_found}"]) from None
+    except IsADirectoryError:
+        raise ScenarioError(str(path), [f"is a folder, not a scenario TOML file: {path}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(str(path), [f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                                        f"{exc.start}); a scenario is a TOML file"]) from None
+    except OSError as exc:
+        raise ScenarioError(str(path), [f"cannot be read: {exc.strerror or exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(str(path), [f"not valid TOML: {exc}"]) from None
-    return parse_scenario(raw, path)
 
 
 def parse_scenario(raw: dict, path: Path) -> Scenario:
@@ -870,6 +914,7 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
 
     if not problems:
         _check_fleet_sampling(cases, problems)
+        _check_baseload_data(cases, problems)
 
     compare = raw.get("compare", [])
     if not isinstance(compare, list) or not all(isinstance(c, str) for c in compare):

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from scenarios.config import Scenario, ScenarioError, parse_scenario
+from scenarios.config import Scenario, ScenarioError, parse_scenario, read_toml
 
 #: The shipped studies (``scenarios/*.toml``), addressable by their file stem.
 SHIPPED_DIR = Path(__file__).resolve().parent
@@ -91,12 +91,29 @@ def resolve_scenario_path(ref: str | Path) -> Path:
 
 def read_document(path: Path) -> dict:
     """The parsed TOML of a scenario file (problems raised as :class:`ScenarioError`)."""
+    return read_toml(path, not_found=" (shipped scenarios: --list)")
+
+
+def out_dir_problem(out: Path) -> str | None:
+    """What keeps ``out`` from being the output folder (None when it can be one):
+    an existing file, a file on the way, or a place where no file can be created
+    (tried, not guessed from permission bits: root and read-only mounts differ)."""
+    import tempfile
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        return f"--out: {out} exists and is not a folder"
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"--out: {out} cannot be created: {parent} is a file, not a folder"
     try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ScenarioError(str(path), [f"file not found: {path} (shipped scenarios: --list)"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(str(path), [f"not valid TOML: {exc}"]) from None
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        return f"--out: {out} is not writable: cannot create a file in {parent} ({exc.strerror or exc})"
+    return None
 
 
 def shortened_end(scenario: Scenario, steps: int | None = None,

@@ -18,11 +18,12 @@ the step (mosaik 3.6 would pass the NaN on, and some failures only get logged).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 from adapters import remote_watchdog
-from scenarios.external_config import ExternalSimulator
+from scenarios.external_config import ExternalSimulator, find_module
 
 #: mosaik simulator name of the unit-conversion adapter (adapters/unit_scale.py)
 SCALE_SIM = "UnitScale"
@@ -39,6 +40,9 @@ def sim_config(externals: tuple[ExternalSimulator, ...]) -> dict:
     for ext in externals:
         timeouts = {"start_timeout_s": ext.start_timeout_s, "step_timeout_s": ext.step_timeout_s}
         if ext.starter == "python":
+            module = ext.target.partition(":")[0]
+            if find_module(module, ext.cwd) == "folder" and ext.cwd not in sys.path:
+                sys.path.append(ext.cwd)  # a simulator file next to its scenario
             config[ext.name] = {"python": ext.target}
         elif ext.starter == "cmd":
             # %(python)s is this interpreter (mosaik's own substitution)

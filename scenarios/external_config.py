@@ -120,19 +120,33 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _python_problem(target: str) -> str | None:
+def find_module(module: str, folder: str | Path) -> str | None:
+    """Where ``module`` is found: ``"sys.path"``, ``"folder"`` (the table's ``cwd``,
+    by default the scenario's folder: a simulator file next to its scenario), or None."""
+    import sys
+
+    def found() -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a missing parent package
+            return False
+
+    if found():
+        return "sys.path"
+    sys.path.insert(0, str(folder))
+    try:
+        return "folder" if found() else None
+    finally:
+        sys.path.remove(str(folder))
+
+
+def _python_problem(target: str, folder: Path) -> str | None:
     module, colon, cls = target.partition(":")
     if not colon or not module or not cls:
         return f"must be 'module:Class', got {target!r}"
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError) as exc:  # a missing parent package
-        spec, why = None, f" ({exc})"
-    else:
-        why = ""
-    if spec is None:
-        return (f"module {module!r} is not importable{why}: run from the folder that holds it "
-                "or install its package")
+    if find_module(module, folder) is None:
+        return (f"module {module!r} is not importable: not on sys.path and not in {str(folder)!r} "
+                "(the table's cwd); install its package or put the file next to the scenario")
     return None
 
 
@@ -147,6 +161,10 @@ def parse_external(name: str, raw: Any, base_dir: Path, problems: list[str],
     for key in raw:
         if key not in TABLE_KEYS:
             problems.append(f"{prefix}.{key}: unknown field (allowed: {', '.join(TABLE_KEYS)})")
+    cwd = raw.get("cwd", ".")
+    if not isinstance(cwd, str) or not (base_dir / cwd).is_dir():
+        problems.append(f"{prefix}.cwd: must name an existing folder (relative to the scenario file), got {cwd!r}")
+        cwd = "."
     given = [k for k in STARTER_KEYS if k in raw]
     starter = target = ""
     if len(given) != 1:
@@ -157,19 +175,17 @@ def parse_external(name: str, raw: Any, base_dir: Path, problems: list[str],
         if not isinstance(target, str) or not target.strip():
             problems.append(f"{prefix}.{starter}: must be a non-empty string, got {target!r}")
         elif starter == "python":
-            if p := _python_problem(target):
+            if p := _python_problem(target, base_dir / cwd):
                 problems.append(f"{prefix}.python: {p}")
         elif starter == "connect":
+            if target.strip().isdigit():  # a bare port: this machine (loopback)
+                target = f"127.0.0.1:{target.strip()}"
             try:
                 parse_addr(target)
             except ValueError as exc:
                 problems.append(f"{prefix}.connect: {exc}")
         elif "%(addr)s" not in target:
             problems.append(f"{prefix}.cmd: must contain %(addr)s (where mosaik's address goes), got {target!r}")
-    cwd = raw.get("cwd", ".")
-    if not isinstance(cwd, str) or not (base_dir / cwd).is_dir():
-        problems.append(f"{prefix}.cwd: must name an existing folder (relative to the scenario file), got {cwd!r}")
-        cwd = "."
     timeouts = {}
     for key, default in (("start_timeout_s", DEFAULT_START_TIMEOUT_S), ("step_timeout_s", DEFAULT_STEP_TIMEOUT_S)):
         v = raw.get(key, default)

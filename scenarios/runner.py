@@ -468,7 +468,9 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
         ext_grid_vm = float(net.ext_grid["vm_pu"].iloc[0])
     estar = e_star_kwh(case, net, specs)
     start_iso = meta.start.isoformat()
-    metadata = run_metadata(case, net, n_evs=len(specs), e_star_kwh=estar)
+    metadata = run_metadata(case, net, n_evs=len(specs), e_star_kwh=estar,
+                            **({"external_simulators": [asdict(e) for e in case.externals]}
+                               if case.externals else {}))
     limits = {"vm_min_pu": grid_cfg.vm_min_pu, "vm_max_pu": grid_cfg.vm_max_pu,
               "line_loading_max": grid_cfg.max_line_loading_percent / 100.0,
               "trafo_loading_max": grid_cfg.max_trafo_loading_percent / 100.0}

@@ -8,6 +8,7 @@ the first two hours of the default study: started in mosaik's process and by
 from __future__ import annotations
 
 import copy
+import json
 import datetime as dt
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 from scenarios.config import ScenarioError, parse_scenario
 from scenarios.runner import RunFailed, run_case
 from simulators.recorder.model import is_complete, read_table
+from tests.support.faults import children
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "home_battery" / "scenario.toml"
@@ -65,6 +67,8 @@ def test_example_records_battery_and_writes_summary_and_plots(runs):
     bat = read_table(out, "Battery")
     assert sorted(bat.entity.unique()) == ["Battery-0", "Battery-1", "Battery-2"]
     assert bat.groupby("entity").time_s.nunique().eq(8).all()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["external_simulators"][0]["target"] == "battery:HomeBatterySimulator"
 
 
 def test_battery_follows_its_home_demand_with_energy_balance(runs):
@@ -173,10 +177,13 @@ def faulty(raw: dict, starter: str, fault: str) -> dict:
     ("python", "raise", "RuntimeError: injected failure in the battery"),
     ("cmd", "nan", "sent a non-finite value for Battery-0.p_kw"),
     ("cmd", "raise", "injected failure in the battery (in its own process)"),
+    ("cmd", "hang", "no reply within 2 s"),
+    ("cmd", "exit", "exited with status 3"),
 ])
 def test_faulty_external_fails_the_run_naming_it_and_the_step(tmp_path, monkeypatch, starter, fault, says):
     monkeypatch.chdir(ROOT)
     raw = faulty(raw_of(EXAMPLE), starter, fault)
+    raw["simulators"]["battery"]["step_timeout_s"] = 2.0
     with pytest.raises(RunFailed) as info:
         run_case(case_of(raw), tmp_path, plots=False)
     text = str(info.value)
@@ -184,6 +191,7 @@ def test_faulty_external_fails_the_run_naming_it_and_the_step(tmp_path, monkeypa
     assert not is_complete(tmp_path)
     assert sorted(read_table(tmp_path, "Grid").time_s.unique()) == [0, 900]  # completed steps kept
     assert sorted(read_table(tmp_path, "Battery").time_s.unique()) == [0, 900]
+    assert not children("tests.support.faulty_battery")  # a hung child was killed
 
 
 def test_cli_exits_non_zero_on_nan(tmp_path):

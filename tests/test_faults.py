@@ -53,3 +53,30 @@ def test_remote_child_that_dies_or_hangs_fails_the_run(tmp_path, monkeypatch, wh
     assert not children(module)
     assert not is_complete(tmp_path)
     assert read_table(tmp_path, "Grid")["time_s"].nunique() >= 3  # completed steps readable
+
+
+def test_non_converged_power_flow_is_a_recorded_step(tmp_path, monkeypatch):
+    """Fault 2: 1 500 EVs on one bus crashed the recorder (``records = None``).
+
+    They plug in at 16:15: step 0 converges, steps 1 and 2 cannot (about 5 MW on a
+    400 kVA feeder end). The run finishes; the failed steps are recorded with
+    ``pf_converged = False`` and no bus values (null, not the previous step's), and
+    the summary counts them."""
+    monkeypatch.chdir(ROOT)
+    raw = default_raw(**{"scenario.end": dt.datetime(2024, 1, 17, 16, 45),
+                         "grid.monitor_buses": "R"})
+    raw["fleet"].update(counts={"R18": 1500}, arrival="fixed", arrival_fixed_h=16.25)
+    raw["pv"] = {}
+    result = run_case(case_of(raw), tmp_path, plots=False)
+    assert is_complete(tmp_path)
+    grid = read_table(tmp_path, "Grid").sort_values("time_s")
+    assert grid["pf_converged"].tolist() == [True, False, False]
+    assert grid["vm_min_pu"].isna().tolist() == [False, True, True]
+    assert result.summary["pf_not_converged_steps"] == 2
+    assert result.summary["recorded_steps"] == 3
+    bus = read_table(tmp_path, "Bus")
+    assert sorted(bus["time_s"].unique()) == [0]  # no bus rows for the failed steps
+    # the voltage figures come from the converged step only
+    assert result.summary["min_voltage_pu"] == pytest.approx(grid["vm_min_pu"].iloc[0], abs=1e-3)
+    ev = read_table(tmp_path, "EV")
+    assert sorted(ev["time_s"].unique()) == [0, 900, 1800]  # the fleet went on

@@ -207,3 +207,21 @@ def test_unreachable_departure_and_fallback(lv_sens):
     np.testing.assert_allclose(plan.p_ch_kw[:, 0], [5.0, 5.0])
     np.testing.assert_allclose(plan.p_ch_kw[:, 1], [11.0, 11.0])
     assert "fallback" in plan.message
+
+
+def test_peak_tie_break_spreads_charging_at_the_same_objective(lv_sens):
+    """One EV, 4 x 1 h, Pbar 4 kW, 4 kWh needed, large battery. Charge c_3 in the last
+    step cannot be postponed (the min-energy curve reaches E_dep at the end), so it costs
+    its downward flexibility; every schedule putting the 4 kWh into steps 0-2 has up +
+    down = Pbar there: objective 4 x 4 = 16, degenerate. The peak tie-break picks the
+    flattest of them, 4/3 kW in steps 0-2 and nothing in step 3."""
+    p = fleet(lv_sens, cap=100.0, p_max=4.0, e0=0.0, e_dep=4.0, plugged=[[True]] * 4)
+    plain = solve_flex(p)
+    flat = solve_flex(p, FlexOptions(tie_break="peak"))
+    assert plain.objective == pytest.approx(16.0, abs=1e-6)
+    assert flat.objective == pytest.approx(16.0, abs=1e-4)
+    np.testing.assert_allclose(flat.p_ch_kw[:, 0], [4 / 3, 4 / 3, 4 / 3, 0.0], atol=1e-4)
+    assert flat.p_ch_kw.max() <= plain.p_ch_kw.max() + 1e-9
+    assert "peak tie-break" in flat.termination
+    assert FlexOptions(tie_break="valley").problems() == [
+        "tie_break: must be one of ('none', 'peak'), got 'valley'"]

@@ -291,3 +291,20 @@ def test_line_is_a_source_not_a_target():
         {"source": f"Grid.{line}", "from": "loading_percent", "target": "Battery-0", "to": "p_load_kw",
          "time_shifted": True, "initial": 0.0})
     parse_scenario(copy.deepcopy(raw), EXAMPLE)  # accepted
+
+
+def test_time_shifted_scaled_connection_from_a_grid_line(tmp_path):
+    """A loop (battery -> grid -> battery) closed by a time-shifted connection: the
+    battery sees the line's loading of the step before, x 0.01, and ``initial`` at t = 0."""
+    raw = raw_of(EXAMPLE, end=dt.datetime(2024, 1, 17, 17, 0))
+    b = raw["simulators"]["battery"]
+    b["record"] = ["p_load_kw", "p_kw"]
+    b["connections"].append({"source": "Grid.Line-R1-R2", "from": "loading_percent", "target": "Battery-0",
+                             "to": "p_load_kw", "time_shifted": True, "initial": 0.0, "scale": 0.01})
+    run_case(case_of(raw), tmp_path, plots=False)
+    seen = pivot(tmp_path, "Battery", "p_load_kw")["Battery-0"]
+    home = pivot(tmp_path, "Load", "p_kw")["Load-R15"] + pivot(tmp_path, "PV", "p_kw")["PV-16-0"]
+    line = pivot(tmp_path, "Line", "loading_percent")["Line-R1-R2"]
+    want = home + (line.shift(1).fillna(0.0) * 0.01)
+    np.testing.assert_allclose(seen.to_numpy(), want.to_numpy(), rtol=1e-12, atol=1e-12)
+    assert (line.iloc[:-1] > 1.0).all()  # the shifted term is not negligible

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import textwrap
 
 import numpy as np
@@ -144,7 +145,7 @@ def test_day_ahead_ev_forecast_errors_are_seeded_and_bounded():
     from scenarios.runner import fleet_specs, forecast_ev_specs
     from adapters.networks import load_network
 
-    raw = {"scenario": {"seed": 5}, "grid": {"network": "cigre_lv"},
+    raw = {"scenario": {"seed": 5, "end": dt.datetime(2024, 5, 16, 8)}, "grid": {"network": "cigre_lv"},
            "fleet": {"counts": {"R18": 6}}, "scheduler": {"strategy": "smart", "mode": "day_ahead"}}
     case = parse_scenario(raw, Path("x.toml")).cases[0]
     specs = fleet_specs(case, load_network("cigre_lv"))

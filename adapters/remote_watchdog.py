@@ -54,6 +54,8 @@ CHECKED_VERSIONS = ("3.6",)
 
 #: How often a pending request checks whether the child process is still alive [s].
 POLL_S = 0.2
+#: How long a closed connection waits for the child's exit status to be known [s].
+EXIT_WAIT_S = 3.0
 
 #: Defaults of the scenario fields ``simulators.<name>.start_timeout_s`` and
 #: ``step_timeout_s`` [s]. Start: the grid child's import took ~11 s on a loaded
@@ -125,6 +127,21 @@ class Watch:
                 self.process.wait(5.0)
 
 
+async def _closed_reason(watch: "Watch") -> str:
+    """Why a connection closed: the child's exit status if it ends within :data:`EXIT_WAIT_S`.
+
+    A child killed by a signal closes its socket a moment before the OS can report
+    its status; on a loaded machine that moment is longer than one poll.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (EXIT_WAIT_S if watch.process is not None else 0.0)
+    while True:
+        reason = watch.exit_reason()
+        if reason or loop.time() >= deadline:
+            return reason or "its connection was closed"
+        await asyncio.sleep(POLL_S)
+
+
 def _receiver_done(proxy: RemoteProxy) -> bool:
     task = getattr(proxy._channel, "_receiver_task", None)
     return task is not None and task.done()
@@ -144,8 +161,10 @@ async def _watched_send(self: RemoteProxy, request):
         return RemoteSimulatorError(watch.sim_id, method, watch.time, reason)
 
     dead = watch.exit_reason()
-    if dead or _receiver_done(self):
-        raise fail(dead or "its connection was closed")
+    if dead:
+        raise fail(dead)
+    if _receiver_done(self):
+        raise fail(await _closed_reason(watch))
     limit = watch.step_timeout_s if method in STEP_METHODS else watch.start_timeout_s
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
@@ -159,8 +178,7 @@ async def _watched_send(self: RemoteProxy, request):
                 if isinstance(exc, (ConnectionError, asyncio.IncompleteReadError)) or (
                         exc is not None and type(exc).__name__ == "ConnectionClosedError"):
                     # the reply cannot come: say why (the exit status if the child ended)
-                    await asyncio.sleep(POLL_S)  # let the OS reap it so the status is known
-                    raise fail(watch.exit_reason() or "its connection was closed") from exc
+                    raise fail(await _closed_reason(watch)) from exc
                 return task.result()
             dead = watch.exit_reason()
             if dead:

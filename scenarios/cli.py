@@ -4,13 +4,16 @@ Exit status (every path ends in one of these):
 
 =====  ==================================================================
 0      every case finished and wrote its completion marker
-1      a case could not finish (reason printed; completed steps stay on disk),
-       or an internal error (rerun with ``--debug`` for the traceback)
+1      a case could not finish (one paragraph printed: component, step, reason;
+       its folder gets a ``FAILED`` marker and ``summary.json`` with the error
+       and the figures of the completed steps, which stay readable), or an
+       internal error (rerun with ``--debug`` for the traceback)
 2      usage error: unknown option, invalid scenario file or ``--set`` value,
        ``--steps``/``--until`` out of range, unknown ``--cases`` name, an
        ``--out`` folder that cannot be written (every problem is listed,
        nothing is started)
-130    interrupted (Ctrl-C); completed steps stay on disk
+130    interrupted (Ctrl-C); completed steps stay on disk, ``FAILED`` marker and
+       ``summary.json`` (``"status": "interrupted"``) as for 1
 =====  ==================================================================
 """
 
@@ -39,9 +42,10 @@ like the file; it applies to every case, also those that set the same field.
 EXIT_TEXT = """\
 exit status:
   0    every case finished (COMPLETE marker written in its folder)
-  1    a case could not finish (completed steps stay on disk), or an internal error
+  1    a case could not finish (completed steps stay on disk, FAILED marker and
+       summary.json with the error), or an internal error
   2    usage error, invalid scenario or --set value, unknown --cases name, unwritable --out
-  130  interrupted with Ctrl-C
+  130  interrupted with Ctrl-C (completed steps, FAILED marker and summary.json kept)
 """
 
 
@@ -110,13 +114,14 @@ def list_scenarios() -> str:
     return "\n".join(lines)
 
 
-def _where(exc: BaseException) -> str:
-    """``"<component> at step <k>: "`` for a failure that names them (typed run
-    errors carry ``component`` and ``step``), else nothing."""
-    component, step = getattr(exc, "component", None), getattr(exc, "step", None)
-    if component is None:
-        return ""
-    return f"{component}" + (f" at step {step}" if step is not None else "") + ": "
+def _failed_text(exc: BaseException, out: Path) -> str:
+    """One paragraph for a run that failed: the case's own message (component,
+    step, reason, what stays on disk; ``scenarios/failure.py``), or the reason and
+    the output folder for a failure without a record."""
+    text = str(exc)
+    if getattr(exc, "out_dir", None) is None:
+        text += f"; completed steps stay in {out} (no COMPLETE marker)"
+    return f"run failed: {text} (rerun with --debug for the traceback)"
 
 
 def _error(text: str) -> None:
@@ -143,8 +148,17 @@ def main(argv: list[str] | None = None) -> int:
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    from scenarios.failure import RunInterrupted
+
     try:
         status = _run(args)
+    except RunInterrupted as exc:  # a case left its FAILED marker and summary.json
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        _error(f"interrupted: {exc}")
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         status = EXIT_INTERRUPTED
         interrupted.append(True)
@@ -161,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _interrupted() -> int:
-    _error("interrupted: completed steps stay in the output folder (no COMPLETE marker)")
+    _error("interrupted: completed steps stay in the output folder; every case that was running "
+           "has a FAILED marker and summary.json with what it had done (no COMPLETE marker)")
     return EXIT_INTERRUPTED
 
 
@@ -210,7 +225,7 @@ def _run(args: argparse.Namespace) -> int:
     except RunFailed as exc:
         if args.debug:
             raise
-        _error(f"run failed: {_where(exc)}{exc}\ncompleted steps stay in {out} (no COMPLETE marker)")
+        _error(_failed_text(exc, out))
         return EXIT_FAILED
     return EXIT_OK
 

@@ -30,7 +30,19 @@ SCALE_SIM = "UnitScale"
 
 
 class ExternalSimulatorError(RuntimeError):
-    """An external simulator failed: raised, sent a non-finite value, or its set-up is wrong."""
+    """An external simulator failed: raised, sent a non-finite value, or its set-up is wrong.
+
+    ``sim_id`` (mosaik id), ``method`` (the call) and ``time`` (its last step [s]) are
+    None where not known (``scenarios/failure.py`` reads them).
+    """
+
+    def __init__(self, message: str, sim_id: str | None = None, method: str | None = None,
+                 time: int | None = None):
+        super().__init__(message)
+        self.sim_id, self.method, self.time = sim_id, method, time
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.sim_id, self.method, self.time))
 
 
 def sim_config(externals: tuple[ExternalSimulator, ...]) -> dict:
@@ -95,7 +107,7 @@ def _guard(proxy, name: str, sid: str, start_iso: str) -> None:
             raise
         except Exception as exc:  # noqa: BLE001 - re-raised with the simulator and step named
             raise ExternalSimulatorError(f"external simulator {name!r} ({sid}) failed in its '{method}' "
-                                         f"call{at()}: {_describe(exc)}") from exc
+                                         f"call{at()}: {_describe(exc)}", sid, method, state["time"]) from exc
         if method == "get_data" and isinstance(reply, Mapping):
             for eid, attrs in reply.items():
                 if not isinstance(attrs, Mapping):
@@ -105,7 +117,7 @@ def _guard(proxy, name: str, sid: str, start_iso: str) -> None:
                     if bad is not None:
                         raise ExternalSimulatorError(
                             f"external simulator {name!r} ({sid}) sent a non-finite value for "
-                            f"{eid}.{attr}{bad}{at()}: {value!r}")
+                            f"{eid}.{attr}{bad}{at()}: {value!r}", sid, method, state["time"])
         return reply
 
     proxy.send = send

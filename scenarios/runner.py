@@ -36,6 +36,7 @@ from adapters.networks import load_network
 from scenarios import external
 from scenarios.buses import monitored_buses, resolve_bus
 from scenarios.config import Case, Scenario, flex_options, resolve_der
+from scenarios.failure import CallWatch, RunFailed, RunInterrupted, SigintWatch
 from scenarios.progress import CaseProgress
 from scenarios.summary import EVInfo, summarize
 from simulators.baseload.model import (
@@ -67,10 +68,6 @@ GRID_ATTRS = ("pf_converged", "pf_seconds", "vm_min_pu", "vm_max_pu", "n_bus_vio
               "n_line_violations", "n_trafo_violations", "max_line_loading_percent",
               "max_trafo_loading_percent")
 SCHED_ATTRS = ("solve_s", "status", "fallback", "soft_violation_max", "objective", "n_planned")
-
-
-class RunFailed(RuntimeError):
-    """A case could not finish; completed steps stay on disk."""
 
 
 @dataclass(frozen=True)
@@ -447,17 +444,92 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     Raises
     ------
     RunFailed
-        When the world could not finish every step (the reason is in the message;
-        completed steps stay in ``out_dir``).
+        When the case could not finish (set-up or world failed): ``component``,
+        ``step`` and ``reason`` name it; ``out_dir`` holds a ``FAILED`` marker and
+        ``summary.json`` with the error and the figures of the completed steps,
+        which stay readable (``scenarios/failure.py``).
+    RunInterrupted
+        The same after Ctrl-C (SIGINT); a ``KeyboardInterrupt``.
     """
-    echo = echo or (lambda s: None)
-    meta, grid_cfg = case.scenario, case.grid
+    from scenarios import failure
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / failure_marker()).unlink(missing_ok=True)  # an earlier run's
+    calls, state = CallWatch(), {"started": False}
+    errors = _ErrorLog()
+    sigint = SigintWatch()
+    try:
+        with sigint:
+            return _run_case(case, out_dir, plots, replay_dir, progress, calls, state, errors, sigint)
+    except BaseException as exc:  # noqa: BLE001 - every way out leaves a record on disk
+        if isinstance(exc, (SystemExit, GeneratorExit)):
+            raise
+        interrupted = sigint.seen or isinstance(exc, KeyboardInterrupt)
+        meta = case.scenario
+        completed = _completed_steps(out_dir)
+        error = failure.error_record(None if isinstance(exc, _Incomplete) else exc, calls,
+                                     started=state["started"], interrupted=interrupted, start=meta.start,
+                                     step_s=meta.step_s, completed_steps=completed,
+                                     logged=list(errors.messages))
+        try:
+            figures = _partial_figures(case, out_dir, state, completed)
+        except Exception as fig_exc:  # noqa: BLE001 - the error record matters more
+            figures = {"figures_error": failure.describe(fig_exc)}
+        failure.write_record(out_dir, error, figures, interrupted)
+        text = failure.message(case.name, error, out_dir, interrupted)
+        if interrupted:
+            raise RunInterrupted(text, step=error["step"], out_dir=str(out_dir), error=error) from exc
+        raise RunFailed(text, component=error["component"], step=error["step"], time_s=error["time_s"],
+                        reason=error["reason"], out_dir=str(out_dir), error=error) from exc
+    finally:
+        errors.close()
+
+
+class _Incomplete(Exception):
+    """``World.run`` returned before the last step (mosaik logged why)."""
+
+
+def failure_marker() -> str:
+    from simulators.recorder.model import FAILED_MARKER
+
+    return FAILED_MARKER
+
+
+def _completed_steps(out_dir: Path) -> int:
+    """Grid steps on disk (each is complete: the grid steps last in a step)."""
+    from simulators.recorder.model import read_table
+
+    try:
+        return int(read_table(out_dir, "Grid")["time_s"].nunique())
+    except (FileNotFoundError, KeyError):
+        return 0
+
+
+def _partial_figures(case: Case, out_dir: Path, state: dict, completed: int) -> dict:
+    """Summary figures of the steps recorded before a failure (EV figures at the
+    end of the last completed step)."""
+    specs = state.get("specs")
+    if not completed or specs is None or "monitored_buses" not in state:
+        return {"recorded_steps": completed}
+    infos = [EVInfo(s.ev_id, s.capacity_kwh, s.efficiency, s.soc_target, s.arrival_s, s.departure_s)
+             for s in specs]
+    g = case.grid
+    out = summarize(out_dir, infos, case.scenario.step_s, completed, g.vm_min_pu, g.vm_max_pu,
+                    state["monitored_buses"])
+    out["figures_cover_steps"] = completed
+    return out
+
+
+def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, progress: str,
+              calls: CallWatch, state: dict, errors: _ErrorLog, sigint: SigintWatch) -> CaseResult:
+    """:func:`run_case` without the failure record (``state`` says how far it got)."""
+    meta, grid_cfg = case.scenario, case.grid
     wall0 = time.perf_counter()
     study_case = grid_cfg.study_case or None
     net = load_network(grid_cfg.network, case.base_dir, study_case=study_case)
     specs = fleet_specs(case, net)
+    state["specs"] = specs
     base = baseload_model(case, net)
     der = der_model(case, net)
     fp, fq = nodal_forecast(case, net, base, der)
@@ -471,6 +543,7 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     metadata = run_metadata(case, net, n_evs=len(specs), e_star_kwh=estar,
                             **({"external_simulators": [asdict(e) for e in case.externals]}
                                if case.externals else {}))
+    state["monitored_buses"] = metadata["monitored_buses"]
     limits = {"vm_min_pu": grid_cfg.vm_min_pu, "vm_max_pu": grid_cfg.vm_max_pu,
               "line_loading_max": grid_cfg.max_line_loading_percent / 100.0,
               "trafo_loading_max": grid_cfg.max_trafo_loading_percent / 100.0}
@@ -483,129 +556,130 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
         options["solver"] = sc.solver
     elif sc.cone == "soc":
         options["solver"] = "clarabel"
-    errors = _ErrorLog()
     n_steps, step_s = meta.n_steps, meta.step_s
     mosaik_fixes.install()  # see adapters/mosaik_fixes.py (step cost, remote simulators)
     remote_watchdog.install()  # remote simulators that die or hang fail the run
-    try:
-        with mosaik.World(sim_config(case), mosaik_config=world_config(case), time_resolution=1.0, cache=False,
-                          skip_greetings=True, configure_logging=False) as world:
-            # numpy columns (records, fleet_state) only if their consumers share the process
-            arrays = all(case.simulators[k].starter == "python" for k in ("recorder", "scheduler"))
-            # First, so that its writer process starts while the others are set up. A
-            # recorder in a process of its own writes there: mosaik ends remote
-            # simulators without waiting for their finalize, so a writer process
-            # under it could still be writing when the summary reads the results.
-            writer = "process" if case.simulators["recorder"].starter == "python" else "inline"
-            rec = world.start("Recorder").Recorder(out_dir=str(out_dir), metadata=metadata, writer=writer)
-            grid_sim = world.start("Grid", step_s=step_s, start_date=start_iso, numpy_columns=arrays)
-            grid = grid_sim.Grid(network=grid_cfg.network, vm_min_pu=grid_cfg.vm_min_pu,
-                                 vm_max_pu=grid_cfg.vm_max_pu,
-                                 max_line_loading_percent=grid_cfg.max_line_loading_percent,
-                                 max_trafo_loading_percent=grid_cfg.max_trafo_loading_percent,
-                                 ext_grid_vm_pu=ext_grid_vm, base_dir=str(case.base_dir),
-                                 study_case=study_case)
-            children = {e.eid: e for e in grid.children}
-            bus_eid = element_eids(net, "bus")  # the grid simulator names buses by this rule
+    with mosaik.World(sim_config(case), mosaik_config=world_config(case), time_resolution=1.0, cache=False,
+                      skip_greetings=True, configure_logging=False) as world:
+        calls.watch(world)  # which simulator, call and step fails (scenarios/failure.py)
+        # numpy columns (records, fleet_state) only if their consumers share the process
+        arrays = all(case.simulators[k].starter == "python" for k in ("recorder", "scheduler"))
+        # First, so that its writer process starts while the others are set up. A
+        # recorder in a process of its own writes there: mosaik ends remote
+        # simulators without waiting for their finalize, so a writer process
+        # under it could still be writing when the summary reads the results.
+        writer = "process" if case.simulators["recorder"].starter == "python" else "inline"
+        rec = world.start("Recorder").Recorder(out_dir=str(out_dir), metadata=metadata, writer=writer)
+        grid_sim = world.start("Grid", step_s=step_s, start_date=start_iso, numpy_columns=arrays)
+        grid = grid_sim.Grid(network=grid_cfg.network, vm_min_pu=grid_cfg.vm_min_pu,
+                             vm_max_pu=grid_cfg.vm_max_pu,
+                             max_line_loading_percent=grid_cfg.max_line_loading_percent,
+                             max_trafo_loading_percent=grid_cfg.max_trafo_loading_percent,
+                             ext_grid_vm_pu=ext_grid_vm, base_dir=str(case.base_dir),
+                             study_case=study_case)
+        children = {e.eid: e for e in grid.children}
+        bus_eid = element_eids(net, "bus")  # the grid simulator names buses by this rule
 
-            bl_sim = world.start("BaseLoad", start_date=start_iso, step_s=step_s, horizon_s=meta.horizon_s,
-                                 numpy_columns=arrays)
-            bl = bl_sim.BaseLoad(network=grid_cfg.network, source=case.baseload.source,
-                                 csv_path=(str(case.base_dir / case.baseload.csv_path)
-                                           if case.baseload.source == "csv" else None),
-                                 scale=case.baseload.scale, profiles=dict(case.baseload.profiles),
-                                 base_dir=str(case.base_dir), study_case=study_case)
-            for load in bl.children:
-                world.connect(load, children[load.eid], "p_kw", "q_kvar")
-            recorded = [bl]  # simulators whose records (one table per step) go to the recorder
+        bl_sim = world.start("BaseLoad", start_date=start_iso, step_s=step_s, horizon_s=meta.horizon_s,
+                             numpy_columns=arrays)
+        bl = bl_sim.BaseLoad(network=grid_cfg.network, source=case.baseload.source,
+                             csv_path=(str(case.base_dir / case.baseload.csv_path)
+                                       if case.baseload.source == "csv" else None),
+                             scale=case.baseload.scale, profiles=dict(case.baseload.profiles),
+                             base_dir=str(case.base_dir), study_case=study_case)
+        for load in bl.children:
+            world.connect(load, children[load.eid], "p_kw", "q_kvar")
+        recorded = [bl]  # simulators whose records (one table per step) go to the recorder
 
-            if der is not None:  # every sgen and storage unit of the network
-                der_sim = world.start("DER", start_date=start_iso, step_s=step_s,
-                                      horizon_s=meta.horizon_s, numpy_columns=arrays)
-                mode, modes = der_modes(case, net)
-                der_ent = der_sim.DER(network=grid_cfg.network, mode=mode, modes=modes,
-                                      base_dir=str(case.base_dir), study_case=study_case)
-                for unit in der_ent.children:
-                    world.connect(unit, children[unit.eid], "p_kw", "q_kvar")
-                recorded.append(der_ent)
+        if der is not None:  # every sgen and storage unit of the network
+            der_sim = world.start("DER", start_date=start_iso, step_s=step_s,
+                                  horizon_s=meta.horizon_s, numpy_columns=arrays)
+            mode, modes = der_modes(case, net)
+            der_ent = der_sim.DER(network=grid_cfg.network, mode=mode, modes=modes,
+                                  base_dir=str(case.base_dir), study_case=study_case)
+            for unit in der_ent.children:
+                world.connect(unit, children[unit.eid], "p_kw", "q_kvar")
+            recorded.append(der_ent)
 
-            units = pv_units(case, net)
+        units = pv_units(case, net)
+        if units:
+            pv_sim = world.start("PV", start_date=start_iso, step_s=step_s, horizon_s=meta.horizon_s,
+                                 numpy_columns=arrays, **pv_site_params(case))
+            plant = pv_sim.PVPlant(units=[{k: v for k, v in u.items() if v is not None}
+                                          for u in units])
+            for pv, u in zip(plant.children, units):
+                world.connect(pv, children[bus_eid[u["bus"]]], "p_kw", "q_kvar")
+            recorded.append(plant)
+
+        with world.group():
+            fleet_sim = world.start("Fleet", step_size=step_s, start_date=start_iso,
+                                    numpy_columns=arrays)
+            charging_buses = None
+            if case.fleet.autonomous:
+                charging_buses = sorted({s.home_bus for s in specs})
+            fleet = fleet_sim.Fleet(specs=[s.to_dict() for s in specs], e_star_kwh=estar,
+                                    charging_buses=charging_buses)
+            sched_sim = world.start("Scheduler", step_size=step_s, n_steps=n_steps)
+            sched = sched_sim.Scheduler(
+                network=grid_cfg.network, base_dir=str(case.base_dir), strategy=sc.strategy,
+                ext_grid_vm_pu=ext_grid_vm,
+                mode=sc.mode, limits=limits, options=options, relinearise=sc.relinearise,
+                ac_iterations=sc.ac_iterations, e_star_kwh=estar,
+                autonomous={"move_penalty": sc.autonomous_move_penalty,
+                            "exact_drive_energy": sc.autonomous_exact_drive_energy},
+                forecast_p_kw={str(b): list(map(float, v)) for b, v in fp.items()},
+                forecast_q_kvar={str(b): list(map(float, v)) for b, v in fq.items()},
+                ev_specs=forecast_ev_specs(case, specs) if sc.mode == "day_ahead" else None,
+                replay=replay_powers(replay_dir, sc.replay_zero_q) if sc.strategy == "replay" else None,
+                flex=flex_options(sc) if sc.strategy == "flex_max" else None,
+                realtime=({"groups": dso_groups(case, net), "time_limit_s": sc.time_limit_s}
+                          if case.dso.policies else None),
+            )
+        world.connect(fleet, sched, "fleet_state")
+        world.connect(sched, fleet, "setpoints", weak=True)
+        for evbus in (c for c in fleet.children if c.type == "EVBus"):
+            bus = int(evbus.eid.split("-", 1)[1])
+            world.connect(evbus, children[bus_eid[bus]], "p_kw", "q_kvar")
+        world.connect(grid, sched, "bus_vm_pu", "bus_va_degree", time_shifted=step_s)
+
+        world.connect(grid, rec, *GRID_ATTRS, "records")  # records: every Bus/Line/Trafo output
+        for source in recorded:
+            world.connect(source, rec, "records")  # every Load / PV output, one value per step
+        world.connect(fleet, rec, "records")  # every EV and EVBus output, one value per step
+        world.connect(sched, rec, *SCHED_ATTRS)
+        if case.dso.policies:  # the operator calls flexibility (simulators/dso)
+            dso = world.start("DSO", step_size=step_s).DSO(**dso_params(case, net, specs))
+            world.connect(grid, dso, "bus_vm_pu", "max_trafo_loading_percent", "max_line_loading_percent")
+            world.connect(sched, dso, "flex_offer")
+            world.connect(dso, sched, "requests", time_shifted=step_s)
+            world.connect(dso, rec, "records")
+            world.connect(sched, rec, "records")
+        ext_info = {}
+        if case.externals:  # user simulators by configuration (scenarios/external.py)
+            ends = {"Grid": children, "BaseLoad": {e.eid: e for e in bl.children}}
+            if der is not None:
+                ends["DER"] = {e.eid: e for e in der_ent.children}
             if units:
-                pv_sim = world.start("PV", start_date=start_iso, step_s=step_s, horizon_s=meta.horizon_s,
-                                     numpy_columns=arrays, **pv_site_params(case))
-                plant = pv_sim.PVPlant(units=[{k: v for k, v in u.items() if v is not None}
-                                              for u in units])
-                for pv, u in zip(plant.children, units):
-                    world.connect(pv, children[bus_eid[u["bus"]]], "p_kw", "q_kvar")
-                recorded.append(plant)
-
-            with world.group():
-                fleet_sim = world.start("Fleet", step_size=step_s, start_date=start_iso,
-                                        numpy_columns=arrays)
-                charging_buses = None
-                if case.fleet.autonomous:
-                    charging_buses = sorted({s.home_bus for s in specs})
-                fleet = fleet_sim.Fleet(specs=[s.to_dict() for s in specs], e_star_kwh=estar,
-                                        charging_buses=charging_buses)
-                sched_sim = world.start("Scheduler", step_size=step_s, n_steps=n_steps)
-                sched = sched_sim.Scheduler(
-                    network=grid_cfg.network, base_dir=str(case.base_dir), strategy=sc.strategy,
-                    ext_grid_vm_pu=ext_grid_vm,
-                    mode=sc.mode, limits=limits, options=options, relinearise=sc.relinearise,
-                    ac_iterations=sc.ac_iterations, e_star_kwh=estar,
-                    autonomous={"move_penalty": sc.autonomous_move_penalty,
-                                "exact_drive_energy": sc.autonomous_exact_drive_energy},
-                    forecast_p_kw={str(b): list(map(float, v)) for b, v in fp.items()},
-                    forecast_q_kvar={str(b): list(map(float, v)) for b, v in fq.items()},
-                    ev_specs=forecast_ev_specs(case, specs) if sc.mode == "day_ahead" else None,
-                    replay=replay_powers(replay_dir, sc.replay_zero_q) if sc.strategy == "replay" else None,
-                    flex=flex_options(sc) if sc.strategy == "flex_max" else None,
-                    realtime=({"groups": dso_groups(case, net), "time_limit_s": sc.time_limit_s}
-                              if case.dso.policies else None),
-                )
-            world.connect(fleet, sched, "fleet_state")
-            world.connect(sched, fleet, "setpoints", weak=True)
-            for evbus in (c for c in fleet.children if c.type == "EVBus"):
-                bus = int(evbus.eid.split("-", 1)[1])
-                world.connect(evbus, children[bus_eid[bus]], "p_kw", "q_kvar")
-            world.connect(grid, sched, "bus_vm_pu", "bus_va_degree", time_shifted=step_s)
-
-            world.connect(grid, rec, *GRID_ATTRS, "records")  # records: every Bus/Line/Trafo output
-            for source in recorded:
-                world.connect(source, rec, "records")  # every Load / PV output, one value per step
-            world.connect(fleet, rec, "records")  # every EV and EVBus output, one value per step
-            world.connect(sched, rec, *SCHED_ATTRS)
-            if case.dso.policies:  # the operator calls flexibility (simulators/dso)
-                dso = world.start("DSO", step_size=step_s).DSO(**dso_params(case, net, specs))
-                world.connect(grid, dso, "bus_vm_pu", "max_trafo_loading_percent", "max_line_loading_percent")
-                world.connect(sched, dso, "flex_offer")
-                world.connect(dso, sched, "requests", time_shifted=step_s)
-                world.connect(dso, rec, "records")
-                world.connect(sched, rec, "records")
-            ext_info = {}
-            if case.externals:  # user simulators by configuration (scenarios/external.py)
-                ends = {"Grid": children, "BaseLoad": {e.eid: e for e in bl.children}}
-                if der is not None:
-                    ends["DER"] = {e.eid: e for e in der_ent.children}
-                if units:
-                    ends["PV"] = {e.eid: e for e in plant.children}
-                ext_info = external.build(world, case, ends, rec)
-            setup_s = time.perf_counter() - wall0
-            # The networks, profiles and models built above live for the whole run;
-            # frozen, the garbage collector's full passes no longer walk them at
-            # every few thousand allocations (several ms each at 5 000 EVs).
-            gc.freeze()
-            CaseProgress(case.name, meta.start, step_s, n_steps, mode=progress).attach(world)
-            try:
-                world.run(until=meta.horizon_s, print_progress=False)
-            finally:
-                gc.unfreeze()
-                mosaik_fixes.cancel_leftover_tasks(world)  # after a failure: no stray tasks
-            run_s = time.perf_counter() - wall0 - setup_s
-    except Exception as exc:  # noqa: BLE001 - the run must say why it stopped, then fail
-        errors.close()
-        raise RunFailed(f"case {case.name!r}: {type(exc).__name__}: {exc}") from exc
-    errors.close()
+                ends["PV"] = {e.eid: e for e in plant.children}
+            ext_info = external.build(world, case, ends, rec)
+        setup_s = time.perf_counter() - wall0
+        # The networks, profiles and models built above live for the whole run;
+        # frozen, the garbage collector's full passes no longer walk them at
+        # every few thousand allocations (several ms each at 5 000 EVs).
+        gc.freeze()
+        CaseProgress(case.name, meta.start, step_s, n_steps, mode=progress).attach(world)
+        calls.watch(world)  # every simulator started by now
+        state["started"] = True
+        try:
+            world.run(until=meta.horizon_s, print_progress=False)
+        finally:
+            gc.unfreeze()
+            mosaik_fixes.cancel_leftover_tasks(world)  # after a failure: no stray tasks
+        run_s = time.perf_counter() - wall0 - setup_s
+    if sigint.seen:  # mosaik caught the KeyboardInterrupt and returned
+        raise KeyboardInterrupt
+    if calls.first is not None:  # a remote simulator's exception: mosaik logged it and returned
+        raise _Incomplete()
     wall = time.perf_counter() - wall0
     infos = [EVInfo(s.ev_id, s.capacity_kwh, s.efficiency, s.soc_target, s.arrival_s, s.departure_s)
              for s in specs]
@@ -622,13 +696,8 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     summary["wall_seconds"] = round(wall, 3)
     summary["world_run_seconds"] = round(run_s, 3)
     summary["setup_seconds"] = round(setup_s, 3)
-    problems = list(errors.messages)
-    if summary.get("recorded_steps", 0) < n_steps:
-        problems.append(f"only {summary.get('recorded_steps', 0)} of {n_steps} steps were recorded")
-    if problems:
-        summary["errors"] = problems
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        raise RunFailed(f"case {case.name!r} did not finish: " + "; ".join(problems[:3]))
+    if errors.messages or summary.get("recorded_steps", 0) < n_steps:
+        raise _Incomplete()  # the failure record says what mosaik logged
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if plots:
         from scenarios.plots import plot_run
@@ -698,22 +767,45 @@ def comparison_table(results: Sequence[CaseResult], columns: Sequence[str] = SUM
     return head + "\n" + "\n".join(rows) + "\n"
 
 
-def _run_case_job(args) -> CaseResult | str:
-    """One case; a failure comes back as its message."""
+def _run_case_job(args) -> CaseResult | RunFailed:
+    """One case; a failure comes back as its error (an interruption is raised)."""
     case, case_dir, plots, replay_dir, progress = args
     try:
         return run_case(case, case_dir, plots=plots, replay_dir=replay_dir, progress=progress)
     except RunFailed as exc:
-        return str(exc)
+        return exc
 
 
-def _run_case_worker(args) -> CaseResult | str:
+def _ignore_sigint() -> None:
+    """Pool worker initializer: Ctrl-C between cases is the parent's business (a
+    running case watches SIGINT itself and leaves its failure record)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_case_worker(args) -> CaseResult | RunFailed:
     """Process-pool job: one case, without progress display and logs (the parent
     prints one line per case as it finishes, and the summaries)."""
     from loguru import logger
 
     logger.remove()
     return _run_case_job(args)
+
+
+def _interrupt_pool(pool) -> None:
+    """Ctrl-C in the parent: no new cases, SIGINT to the running ones (each writes
+    its failure record and stops)."""
+    import os
+    import signal
+
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        try:
+            os.kill(process.pid, signal.SIGINT)
+        except OSError:
+            pass
 
 
 def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = None, plots: bool = True,
@@ -742,7 +834,7 @@ def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = Non
     waves = [[c for c in cases if c.scheduler.strategy != "replay"],
              [c for c in cases if c.scheduler.strategy == "replay"]]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(cases)))
-    done: dict[str, CaseResult | str] = {}
+    done: dict[str, CaseResult | RunFailed] = {}
     for wave in (w for w in waves if w):
         for case in wave:
             echo(f"running {case.name} ({case.scheduler.strategy}, {case.scheduler.mode}) -> {case_dir[case.name]}")
@@ -754,19 +846,25 @@ def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = Non
             continue
         ctx = multiprocessing.get_context("spawn")
         t0 = time.perf_counter()
-        with concurrent.futures.ProcessPoolExecutor(min(jobs, len(wave)), mp_context=ctx) as pool:
+        with concurrent.futures.ProcessPoolExecutor(min(jobs, len(wave)), mp_context=ctx,
+                                                    initializer=_ignore_sigint) as pool:
             futures = {pool.submit(_run_case_worker, a[:-1] + ("off",)): c for c, a in zip(wave, args)}
-            for future in concurrent.futures.as_completed(futures):
-                case = futures[future]
-                done[case.name] = r = future.result()
-                status = "FAILED" if isinstance(r, str) else "done"
-                echo(f"[{len(done)}/{len(cases)}] {case.name} {status} after {time.perf_counter() - t0:.1f} s")
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    case = futures[future]
+                    done[case.name] = r = future.result()
+                    status = "FAILED" if isinstance(r, RunFailed) else "done"
+                    echo(f"[{len(done)}/{len(cases)}] {case.name} {status} after {time.perf_counter() - t0:.1f} s")
+            except KeyboardInterrupt:
+                _interrupt_pool(pool)
+                raise
     results, failures = [], []
     for case in cases:
         r = done[case.name]
-        if isinstance(r, str):
+        if isinstance(r, RunFailed):
             failures.append(r)
-            echo(f"FAILED: {r}")
+            if len(cases) > 1:  # a single case's failure is the caller's to report
+                echo(f"FAILED: {r}")
         else:
             results.append(r)
             echo(format_summary(case.name, r.summary))
@@ -791,9 +889,14 @@ def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = Non
                 plot_realtime({r.name: r.out_dir for r in results}, reference, first.scenario.start,
                               first.scenario.step_s, first.grid.vm_min_pu, out, f.soc_target, f.charger_kva,
                               f.efficiency)
+    if len(failures) == 1:
+        raise failures[0]
     if failures:
-        raise RunFailed("; ".join(failures))
+        first = failures[0]
+        raise RunFailed(f"{len(failures)} of {len(cases)} cases failed: " + "; ".join(map(str, failures)),
+                        component=first.component, step=first.step, time_s=first.time_s,
+                        reason=first.reason, out_dir=str(out), error=first.error)
     return results
 
 
-__all__ = ["run_case", "run_scenario", "RunFailed", "CaseResult", "is_complete"]
+__all__ = ["run_case", "run_scenario", "RunFailed", "RunInterrupted", "CaseResult", "is_complete"]

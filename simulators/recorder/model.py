@@ -9,6 +9,9 @@ A run directory holds::
     results/<table>.parquet        the same table, written by :meth:`StepWriter.consolidate`
                                    when the run completed (the streams are then removed)
     COMPLETE                       completion marker, written last
+    FAILED                         failure marker of a run that started and could not
+                                   finish (failed or interrupted; its error as JSON,
+                                   also in summary.json; scenarios/failure.py)
 
 Why two formats: a Parquet file is only readable once its footer is written, so a
 run killed mid-way would lose everything written to an open Parquet file, and one
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 # would double its start-up time.
 
 COMPLETE_MARKER = "COMPLETE"
+FAILED_MARKER = "FAILED"
 RESULTS_DIR = "results"
 
 
@@ -102,9 +106,10 @@ class StepWriter:
         if clean:
             for old in list(self.results_dir.glob("*/part-*.arrows")) + list(self.results_dir.glob("*.parquet")):
                 old.unlink()
-            marker = self.out_dir / COMPLETE_MARKER
-            if marker.exists():
-                marker.unlink()
+            for name in (COMPLETE_MARKER, FAILED_MARKER):
+                marker = self.out_dir / name
+                if marker.exists():
+                    marker.unlink()
         self._streams: dict[str, _TableStream] = {}
         self._entity_columns: dict[str, tuple[list[str], pa.Array]] = {}
 
@@ -329,6 +334,11 @@ def mark_complete(out_dir: Path, summary: Mapping | None = None) -> None:
     _atomic_write(Path(out_dir) / COMPLETE_MARKER, json.dumps(summary or {}, default=str))
 
 
+def mark_failed(out_dir: Path, error: Mapping) -> None:
+    """Write the failure marker (with the run's error: component, step, reason)."""
+    _atomic_write(Path(out_dir) / FAILED_MARKER, json.dumps(error, indent=2, default=str))
+
+
 def tables(out_dir: Path) -> list[str]:
     """Names of the tables recorded in a run directory."""
     rdir = Path(out_dir) / RESULTS_DIR
@@ -361,3 +371,8 @@ def pivot(out_dir: Path, table: str, attr: str) -> pd.DataFrame:
 def is_complete(out_dir: Path) -> bool:
     """True if the run wrote its completion marker."""
     return (Path(out_dir) / COMPLETE_MARKER).exists()
+
+
+def is_failed(out_dir: Path) -> bool:
+    """True if the run started and wrote its failure marker (failed or interrupted)."""
+    return (Path(out_dir) / FAILED_MARKER).exists()

@@ -8,9 +8,10 @@ import threading
 from pathlib import Path
 
 
-def children(module: str) -> list[int]:
-    """Pids of this process's children whose command line contains ``module``."""
-    me, found = os.getpid(), []
+def children(module: str, parent: int | None = None) -> list[int]:
+    """Pids of the children of ``parent`` (default: this process) whose command line
+    contains ``module``."""
+    me, found = parent or os.getpid(), []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue

@@ -275,6 +275,6 @@ def message(case_name: str, error: dict, out_dir: Path, interrupted: bool) -> st
     else:
         where = error["component"] + (f" ({error['call']} call)" if error.get("call") else "")
         head = f"case {case_name!r} failed in {where}{when}: {error['reason']}"
-    return (f"{head}. "
+    return (f"{head}{'' if head.endswith(('.', '!', '?')) else '.'} "
             f"{kept} completed step{'s' if kept != 1 else ''} stay readable in {out_dir} "
             f"(FAILED marker and summary.json hold the error)")

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scenarios import runner
@@ -234,3 +235,35 @@ def test_external_simulator_fault_leaves_a_failure_record(tmp_path, monkeypatch,
     assert (error["component"], error["step"], error["time_s"]) == ("battery-0", 2, 1800)
     assert "external simulator 'battery'" in error["reason"] or "battery-0" in error["reason"]
     assert error["completed_steps"] == 2
+
+
+def test_scheduler_set_up_without_a_converging_forecast_power_flow(tmp_path, monkeypatch):
+    """Fault 3: base load x 10 around the morning peak: the forecast power flow at the
+    peak does not converge (it failed the scheduler's ``create`` with a bare
+    ``LoadflowNotConverged``). Now the scheduler linearises at the flat-start point,
+    the run completes and the summary counts the non-converged steps."""
+    monkeypatch.chdir(ROOT)
+    raw = default_raw(**{"scenario.start": dt.datetime(2024, 1, 18, 7, 0),
+                         "scenario.end": dt.datetime(2024, 1, 18, 8, 0), "baseload.scale": 10.0,
+                         "scheduler.strategy": "smart"})
+    raw["fleet"].update(counts={"R1": 2}, arrival_fixed_h=0.0)
+    result = run_case(case_of(raw), tmp_path, plots=False)
+    assert is_complete(tmp_path) and not is_failed(tmp_path)
+    assert result.summary["recorded_steps"] == 4
+    assert result.summary["pf_not_converged_steps"] == 4
+
+
+def test_controller_says_which_linearisation_it_used():
+    """Fault 3 at the controller: forecast point when it converges, else the flat start."""
+    from adapters.networks import load_network
+    from simulators.scheduler.controller import Controller, ControllerConfig
+    from simulators.scheduler.problem import GridBounds, StrategyOptions
+
+    net = load_network("cigre_lv")
+    cfg = ControllerConfig("smart", "receding", 3600, 2, GridBounds(0.92, 1.08), StrategyOptions(name="smart"))
+    for factor, expected in ((1.0, "forecast (step 0)"), (30.0, "no load (flat start)")):
+        p = {int(r.bus): [r.p_mw * 1e3 * factor] * 2 for r in net.load.itertuples()}
+        q = {int(r.bus): [r.q_mvar * 1e3 * factor] * 2 for r in net.load.itertuples()}
+        controller = Controller(net, cfg, p, q)
+        assert controller.linearisation.startswith(expected)
+        assert np.isfinite(controller.sens.dvm_dp).all()

@@ -199,8 +199,39 @@ class Controller:
             p = float(np.asarray(fp.get(bus, np.zeros(k + 1)))[k]) if bus in fp else 0.0
             q = float(np.asarray(fq.get(bus, np.zeros(k + 1)))[k]) if bus in fq else 0.0
             pp.create_load(net, bus, p_mw=p / 1e3, q_mvar=q / 1e3, name=f"forecast {bus}")
-        pp.runpp(net, calculate_voltage_angles=True, numba=False)
-        return compute_sensitivities(net)
+        return self._linearise(net, k)
+
+    def _linearise(self, net, k: int) -> Sensitivities:
+        """Sensitivities at the forecast loads of ``net`` (step ``k``): the AC power flow
+        (seed 000 eq. (2) linearised there); if it does not converge, also not from a
+        flat start with 50 iterations, the linearisation at the network without load
+        (slack voltage, transformer phase shifts: the flat-start point), with a warning.
+        ``self.linearisation`` says which."""
+        from pandapower.auxiliary import LoadflowNotConverged
+
+        for kwargs in ({}, {"init": "flat", "max_iteration": 50}):
+            try:
+                pp.runpp(net, calculate_voltage_angles=True, numba=False, **kwargs)
+                self.linearisation = f"forecast (step {k})"
+                return compute_sensitivities(net)
+            except LoadflowNotConverged:
+                continue
+        forecast = net.load["name"].astype(str).str.startswith("forecast ")
+        saved = net.load.loc[forecast, ["p_mw", "q_mvar"]].copy()
+        net.load.loc[forecast, ["p_mw", "q_mvar"]] = 0.0
+        try:
+            pp.runpp(net, calculate_voltage_angles=True, numba=False)
+            sens = compute_sensitivities(net)
+        finally:
+            net.load.loc[forecast, ["p_mw", "q_mvar"]] = saved
+        self.linearisation = "no load (flat start): the forecast power flow did not converge"
+        from loguru import logger
+
+        total_kw = float(saved["p_mw"].sum()) * 1e3
+        logger.warning(f"scheduler: the power flow at the forecast peak (step {k}, {total_kw:.0f} kW "
+                       "without EVs) does not converge; linearised at the network without load "
+                       "(flat start) instead")
+        return sens
 
     def relinearise(self, vm_pu: Mapping[int, float], va_degree: Mapping[int, float]) -> None:
         """New sensitivities at a measured operating point (voltages per bus)."""

@@ -39,7 +39,7 @@ ARRIVALS = ("gev", "fixed")
 FLEET_SAMPLINGS = ("counts", "seed003")
 DSO_POLICIES = ("scheduled", "voltage", "congestion")
 DIRECTIONS = ("up", "down")
-#: scheduler solvers ("auto": PIQP, or Clarabel for cone = "soc") and the module each needs
+#: scheduler solvers ("auto": PIQP, or for cone = "soc" Clarabel unless no cone is left) and the module each needs
 SOLVER_MODULES = {"piqp": "piqp", "clarabel": "clarabel", "highs": "highspy"}
 
 # Size bounds (docs/scenarios.md, "Size bounds"): a run beyond them would exhaust
@@ -206,6 +206,9 @@ class SchedulerConfig:
     time_limit_s: float = field(default=60.0, metadata=_spec(lo=0, hi=86400, gt=True))
     soft_penalty: float = field(default=1e4, metadata=_spec(lo=0, hi=1e12, gt=True))
     relinearise: bool = False
+    # voltage rows by constraint generation, seeded by the previous solve (exact;
+    # docs/performance.md); false: every screened row in one solve
+    row_generation: bool = True
     ac_iterations: int = field(default=0, metadata=_spec(lo=0, hi=20))
     # move blocking (optional approximation, docs/strategies.md): the first
     # fine_steps steps keep their own power, later ones are held over block_steps;

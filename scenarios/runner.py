@@ -549,13 +549,14 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
               "trafo_loading_max": grid_cfg.max_trafo_loading_percent / 100.0}
     sc = case.scheduler
     options = {"k_weight": sc.k_weight, "cone": sc.cone, "n_sides": sc.polygon_sides,
-               "soft_penalty": sc.soft_penalty, "time_limit_s": sc.time_limit_s}
+               "soft_penalty": sc.soft_penalty, "time_limit_s": sc.time_limit_s,
+               "row_generation": sc.row_generation}
     if sc.fine_steps:
         options.update(fine_steps=sc.fine_steps, block_steps=sc.block_steps)
     if sc.solver != "auto":
         options["solver"] = sc.solver
     elif sc.cone == "soc":
-        options["solver"] = "clarabel"
+        options["solver"] = "auto"  # Clarabel, or PIQP when no cone is left (the same QP)
     n_steps, step_s = meta.n_steps, meta.step_s
     mosaik_fixes.install()  # see adapters/mosaik_fixes.py (step cost, remote simulators)
     remote_watchdog.install()  # remote simulators that die or hang fail the run

@@ -114,6 +114,22 @@ class PlanInfo:
     message: str = ""
 
 
+def _shifted(seed: tuple[int, dict] | None, k: int) -> dict | None:
+    """Voltage-row seed of a solve from step ``k0`` as seen from step ``k >= k0``."""
+    if seed is None or seed[0] > k:
+        return None
+    k0, rows = seed
+    return {side: np.asarray(mask)[k - k0:] for side, mask in rows.items()}
+
+
+def _union(a: dict | None, b: dict | None) -> dict | None:
+    """Union of two voltage-row seeds of the same shape (either may be None)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return {side: np.asarray(a[side]) | np.asarray(b[side]) if np.shape(a[side]) == np.shape(b.get(side))
+            else np.asarray(a[side]) for side in a}
+
+
 def _full_steps(arrival_s: np.ndarray, departure_s: np.ndarray, t0_s: float, step_s: float,
                 n_steps: int) -> np.ndarray:
     """(T, V) mask of steps an EV is plugged in for the whole step."""
@@ -170,6 +186,10 @@ class Controller:
         self._plan_k0 = 0
         self._plan_cols = np.zeros(0, dtype=int)
         self.n_solves = 0
+        # voltage rows near their bound in the last linear / AC-corrected solve:
+        # (first step, rows) seeds of the next solve's constraint generation
+        self._seed_linear: tuple[int, dict] | None = None
+        self._seed_corrected: tuple[int, dict] | None = None
         self.flex_plan = None
         self.n_fallbacks = 0
 
@@ -391,15 +411,18 @@ class Controller:
             schedule = self._solve_flex(problem)
         else:
             options = replace(cfg.options, name=cfg.strategy)
-            schedule = solve(problem, options)
+            schedule = solve(problem, options, seed_rows=_shifted(self._seed_linear, k))
+            self._seed_linear = (k, schedule.vm_rows) if schedule.vm_rows is not None else None
             for _ in range(cfg.ac_iterations if self._ac_model is not None else 0):
                 if schedule.fallback:
                     break
                 offset = self.ac_voltage_offset(problem, schedule)
-                corrected = solve(replace(problem, vm_offset_pu=offset), options)
+                seed = _union(schedule.vm_rows, _shifted(self._seed_corrected, k))
+                corrected = solve(replace(problem, vm_offset_pu=offset), options, seed_rows=seed)
                 if corrected.fallback:
                     break
                 schedule = corrected
+                self._seed_corrected = (k, schedule.vm_rows) if schedule.vm_rows is not None else None
         wall = time.perf_counter() - t0
         self.n_solves += 1
         self.n_fallbacks += int(schedule.fallback)

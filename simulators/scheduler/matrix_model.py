@@ -28,7 +28,7 @@ Grid rows are scaled to unit largest coefficient (Clarabel otherwise ends
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,6 +40,10 @@ _INF = 1e30
 #: Voltage rows as equality rows defining a row variable with bounds (True) or as
 #: condensed inequality rows (False); see docs/strategies.md for the measurements.
 VOLTAGE_ROW_VARIABLES = True
+#: Cap each charger's power by the energy room of its battery (box of row screening and
+#: variable bound; exact, implied by the SOC limits). False: the charger rating only (the
+#: path before issue 17; its tests compare both).
+HEADROOM_CAPS = True
 #: PIQP iterations of the probe run that measures the cost of one iteration.
 _PIQP_PROBE_ITER = 2
 #: Fewest iterations worth starting a PIQP solve for (full-scale solves need 40-45).
@@ -115,6 +119,7 @@ class MatrixQP:
     n_steps: int
     n_evs: int
     row_steps: np.ndarray | None = None
+    vm_screen: dict | None = None
 
     @property
     def n_var(self) -> int:
@@ -133,7 +138,8 @@ def _var_counter():
     return new, count
 
 
-def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | None = None) -> MatrixQP:
+def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | None = None,
+          vm_allowed: dict | None = None) -> MatrixQP:
     """Assemble problem (12) of seed 000 for strategy ``options.name``.
 
     Two passes when row screening leaves at least a quarter of the steps without any
@@ -154,16 +160,23 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
     consts : dict, optional
         Precomputed :func:`.model_data.grid_constants` of ``problem`` (receding
         horizon reuses them).
+    vm_allowed : dict, optional
+        ``{"vm_min": mask, "vm_max": mask}``, bool (T, n): voltage rows (12g) that
+        may be kept (constraint generation, :func:`solve_generated`); rows the base
+        load alone breaks (soft rows) are always kept. None: every row screening
+        keeps.
 
     Returns
     -------
     MatrixQP
+        ``vm_screen`` holds, per side, the (T, n) mask of voltage rows screening
+        could not drop (the rows a solution has to be checked against).
     """
     consts = md.grid_constants(problem) if consts is None else consts
-    qp = _build(problem, options, consts, None)
+    qp = _build(problem, options, consts, None, vm_allowed)
     if qp.row_steps is not None and qp.row_steps.sum() <= _SECOND_PASS_SHARE * qp.row_steps.size:
         try:
-            qp = _build(problem, options, consts, qp.row_steps)
+            qp = _build(problem, options, consts, qp.row_steps, vm_allowed)
         except _ScreeningMismatch:
             pass  # rounding at a screening threshold: keep the first (complete) pass
     return qp
@@ -174,7 +187,7 @@ class _ScreeningMismatch(Exception):
 
 
 def _build(problem: ChargingProblem, options: StrategyOptions, consts: dict,
-           grid_steps: np.ndarray | None) -> MatrixQP:
+           grid_steps: np.ndarray | None, vm_allowed: dict | None = None) -> MatrixQP:
     """One assembly pass of :func:`build`.
 
     Parameters
@@ -220,6 +233,16 @@ def _build(problem: ChargingProblem, options: StrategyOptions, consts: dict,
     d_isq = flags.reactive[d_v] & blk_on[d_b]
     is_q = d_isq[dec]
     d_on = blk_on[d_b]
+    # energy headroom caps (exact: implied by eqs. (10), (12c)): a decision held for
+    # d_n steps cannot move the SOC by more than the room between its bounds; an EV
+    # that cannot discharge starts no lower than soc0 [kW]
+    room_ch = hi_soc - np.where(flags.discharge, lo_soc, np.asarray(problem.soc0, dtype=float))
+    room_dis = hi_soc - lo_soc
+    d_cap_ch = np.minimum(d_s, np.maximum(room_ch[d_v], 0.0) / (a_gain[d_v] * d_n))
+    d_cap_dis = np.minimum(d_s, np.maximum(room_dis[d_v], 0.0) / (b_gain[d_v] * d_n))
+    if not HEADROOM_CAPS:
+        d_cap_ch, d_cap_dis = d_s, d_s
+    cap_ch, cap_dis = d_cap_ch[dec], d_cap_dis[dec]
 
     new, count = _var_counter()
     d_pp = new(n_dec)
@@ -247,9 +270,9 @@ def _build(problem: ChargingProblem, options: StrategyOptions, consts: dict,
 
     # box of the aggregates, for row screening [kW], [kvar]
     pn_hi = np.zeros(n_steps * n_bus)
-    np.add.at(pn_hi, key_p, s_ev)
+    np.add.at(pn_hi, key_p, cap_ch)
     pn_lo = np.zeros(n_steps * n_bus)
-    np.add.at(pn_lo, key_p[is_d], -s_ev[is_d])
+    np.add.at(pn_lo, key_p[is_d], -cap_dis[is_d])
     qn_hi = np.zeros(n_steps * n_bus)
     np.add.at(qn_hi, key_q, s_ev[is_q])
     pn_hi, pn_lo, qn_hi = (x.reshape(n_steps, n_bus) for x in (pn_hi, pn_lo, qn_hi))
@@ -323,6 +346,7 @@ def _build(problem: ChargingProblem, options: StrategyOptions, consts: dict,
 
     # --- voltage band (12g), one-sided rows
     vm_c = consts["vm"]
+    vm_screen = {}
     y_ub = []
     lo_v, hi_v = box_range(sens.dvm_dp, sens.dvm_dq)
     for side in ("vm_min", "vm_max"):
@@ -335,7 +359,9 @@ def _build(problem: ChargingProblem, options: StrategyOptions, consts: dict,
             at_base = vm_c > lim.vm_max_pu
             sign, bound = 1.0, lim.vm_max_pu
         soft = at_base if soft_mode == "auto" else (np.ones_like(at_base) if soft_mode == "always" else np.zeros_like(at_base))
-        keep = can_break | (soft & at_base)
+        vm_screen[side] = can_break
+        allowed = can_break if vm_allowed is None else can_break & np.asarray(vm_allowed[side], dtype=bool)
+        keep = allowed | (soft & at_base)
         rt, ri = np.nonzero(keep)
         if rt.size == 0:
             continue
@@ -462,9 +488,9 @@ def _build(problem: ChargingProblem, options: StrategyOptions, consts: dict,
     lb = np.full(n_var, -_INF)
     ub = np.full(n_var, _INF)
     lb[i_pp] = 0.0
-    ub[i_pp] = s_ev
+    ub[i_pp] = d_cap_ch
     lb[i_pm[is_d]] = 0.0
-    ub[i_pm[is_d]] = s_ev[is_d]
+    ub[i_pm[is_d]] = d_cap_dis[is_d]
     lb[i_q[is_q]] = -s_ev[is_q]
     ub[i_q[is_q]] = s_ev[is_q]
     lb[i_soc] = lo_soc[v]
@@ -505,6 +531,7 @@ def _build(problem: ChargingProblem, options: StrategyOptions, consts: dict,
         slack_idx=np.concatenate(slack_idx) if slack_idx else np.zeros(0, dtype=int),
         slack_unit=np.concatenate(slack_unit) if slack_unit else np.zeros(0),
         slack_info=slack_info, n_steps=n_steps, n_evs=n_evs, row_steps=row_steps,
+        vm_screen=vm_screen,
     )
 
 
@@ -609,11 +636,14 @@ def solve_qp(qp: MatrixQP, options: StrategyOptions) -> RawSolution:
     20 iterations fit is not started, one stopped by the cap or ending after 1.5 x
     the limit is rejected as ``"time_limit"``. The probe costs 2 extra
     iterations (about 5 %). Clarabel stops itself at ``time_limit_s``. Only
-    ``Solved`` (never ``AlmostSolved``) counts.
+    ``Solved`` (never ``AlmostSolved``) counts. ``"auto"``: PIQP when the
+    assembled problem has no second-order cone (then it is a QP, whatever
+    ``options.cone`` says, and PIQP solves it 3-4 x faster than Clarabel at seed
+    000 scale), Clarabel otherwise.
     """
-    if options.solver == "piqp":
+    if options.solver == "piqp" or (options.solver == "auto" and qp.cone_F is None):
         return _solve_piqp(qp, options)
-    if options.solver == "clarabel":
+    if options.solver in ("clarabel", "auto"):
         return _solve_clarabel(qp, options)
     raise ValueError(f"matrix path solves with 'piqp' or 'clarabel', not {options.solver!r}")
 
@@ -717,6 +747,130 @@ def _solve_clarabel(qp: MatrixQP, options: StrategyOptions) -> RawSolution:
         return RawSolution(False, name, None, float("nan"), dt, f"Clarabel ended {status}")
     x = np.array(sol.x)
     return RawSolution(True, "optimal", x, float(sol.obj_val) + qp.const, dt, "Clarabel solved")
+
+
+#: Constraint generation: an omitted voltage row counts as violated beyond this [pu].
+_GEN_TOL_PU = 1e-10
+#: ... and every omitted row within this of its bound is added in the same round [pu].
+_GEN_MARGIN_PU = 2e-3
+#: Rounds before constraint generation gives up and keeps every screened row.
+_GEN_MAX_ROUNDS = 8
+
+
+@dataclass(frozen=True)
+class Generated:
+    """Outcome of :func:`solve_generated`.
+
+    Attributes
+    ----------
+    qp : MatrixQP
+        The last assembled problem.
+    raw : RawSolution
+        Its solve; ``solve_s`` is the sum over all rounds [s].
+    build_s : float
+        Assembly time over all rounds [s].
+    rounds : int
+        Solves done (1 without constraint generation).
+    vm_allowed : dict or None
+        Voltage rows within ``_GEN_MARGIN_PU`` of their bound at the solution (per
+        side, bool (T, n)): the seed of the next solve. None without row generation
+        or when the solve failed.
+    """
+
+    qp: MatrixQP
+    raw: RawSolution
+    build_s: float
+    rounds: int
+    vm_allowed: dict | None
+
+
+def linear_vm(problem: ChargingProblem, consts: dict, p_kw: np.ndarray, q_kvar: np.ndarray) -> np.ndarray:
+    """Linearised bus voltages (eq. (12f)) with the EV powers ``p_kw``/``q_kvar`` (T, V), (T, n) [pu]."""
+    n_bus = int(np.shape(problem.sens.bus_ids)[0])
+    col = np.asarray(problem.ev_col)
+    onehot = sp.csr_matrix((np.ones(col.size), (np.arange(col.size), col)), shape=(col.size, n_bus))
+    pn = np.asarray(onehot.T @ np.asarray(p_kw).T).T
+    qn = np.asarray(onehot.T @ np.asarray(q_kvar).T).T
+    return consts["vm"] + pn @ np.asarray(problem.sens.dvm_dp).T + qn @ np.asarray(problem.sens.dvm_dq).T
+
+
+def solve_generated(problem: ChargingProblem, options: StrategyOptions, consts: dict | None = None,
+                    seed: dict | None = None) -> Generated:
+    """Assemble and solve, voltage rows (12g) by constraint generation when asked.
+
+    With ``options.row_generation`` and a ``seed`` (voltage rows of an earlier,
+    similar solve: the previous receding step, or the linear solve before an AC
+    correction) the first round keeps only the seed's rows (and the rows the base
+    load alone breaks); after each optimal round every omitted row that screening
+    kept is evaluated on the solution (linear model, eq. (12f)); if one is violated
+    by more than ``_GEN_TOL_PU``, every omitted row within ``_GEN_MARGIN_PU`` of its
+    bound is added and the problem solved again. Without a seed the first solve
+    keeps every screened row (a cold start from no rows took 4-5 rounds at seed 000
+    scale, twice the time of one full solve), and the rows within
+    ``_GEN_MARGIN_PU`` of their bound at its solution are returned as the seed of
+    the next solve. Exact: the last round's solution
+    is optimal for a relaxation (a subset of the rows) and satisfies every row, so
+    it is optimal for the full problem. Only voltage rows are generated (line and
+    transformer rows are rarely kept by screening on the seed grids). After
+    ``_GEN_MAX_ROUNDS`` rounds every screened row is kept. The time limit is shared
+    by all rounds.
+
+    Returns
+    -------
+    Generated
+    """
+    consts = md.grid_constants(problem) if consts is None else consts
+    t_start = time.perf_counter()
+    lim = problem.limits
+    shape = np.shape(consts["vm"])
+    if not options.row_generation or seed is None:
+        qp = build(problem, options, consts)
+        build_s = time.perf_counter() - t_start
+        raw = solve_qp(qp, options)
+        if not options.row_generation or not raw.ok:
+            return Generated(qp, raw, build_s, 1, None)
+        sol = extract(qp, raw.x)
+        vm = linear_vm(problem, consts, sol["p_plus"] - sol["p_minus"], sol["q"])
+        near = {"vm_min": qp.vm_screen["vm_min"] & (vm < lim.vm_min_pu + _GEN_MARGIN_PU),
+                "vm_max": qp.vm_screen["vm_max"] & (vm > lim.vm_max_pu - _GEN_MARGIN_PU)}
+        return Generated(qp, raw, build_s, 1, near)
+    allowed = {side: np.zeros(shape, dtype=bool) for side in ("vm_min", "vm_max")}
+    for side, mask in seed.items():
+        if side in allowed and np.shape(mask) == shape:
+            allowed[side] |= np.asarray(mask, dtype=bool)
+    build_s = solve_s = 0.0
+    rounds = 0
+    while True:
+        t0 = time.perf_counter()
+        last = rounds + 1 >= _GEN_MAX_ROUNDS
+        qp = build(problem, options, consts, None if last else allowed)
+        build_s += time.perf_counter() - t0
+        remaining = options.time_limit_s - (time.perf_counter() - t_start)
+        if remaining <= 0:
+            raw = RawSolution(False, "time_limit", None, float("nan"), solve_s,
+                              f"constraint generation: time_limit_s {options.time_limit_s} used up "
+                              f"after {rounds} rounds")
+            return Generated(qp, raw, build_s, rounds, None)
+        raw = solve_qp(qp, replace(options, time_limit_s=remaining))
+        rounds += 1
+        solve_s += raw.solve_s
+        raw = replace(raw, solve_s=solve_s)
+        if not raw.ok or last:
+            return Generated(qp, raw, build_s, rounds, None)
+        sol = extract(qp, raw.x)
+        vm = linear_vm(problem, consts, sol["p_plus"] - sol["p_minus"], sol["q"])
+        screen = qp.vm_screen
+        omitted_min = screen["vm_min"] & ~allowed["vm_min"]
+        omitted_max = screen["vm_max"] & ~allowed["vm_max"]
+        broken = (np.any(omitted_min & (vm < lim.vm_min_pu - _GEN_TOL_PU))
+                  or np.any(omitted_max & (vm > lim.vm_max_pu + _GEN_TOL_PU)))
+        if not broken:
+            near = {"vm_min": screen["vm_min"] & (vm < lim.vm_min_pu + _GEN_MARGIN_PU),
+                    "vm_max": screen["vm_max"] & (vm > lim.vm_max_pu - _GEN_MARGIN_PU)}
+            return Generated(qp, replace(raw, message=f"{raw.message} ({rounds} rounds of row generation)"),
+                             build_s, rounds, near)
+        allowed["vm_min"] |= omitted_min & (vm < lim.vm_min_pu + _GEN_MARGIN_PU)
+        allowed["vm_max"] |= omitted_max & (vm > lim.vm_max_pu - _GEN_MARGIN_PU)
 
 
 def extract(qp: MatrixQP, x: np.ndarray) -> dict:

@@ -34,7 +34,7 @@ STRATEGIES = ("uncoordinated", "smart", "smart_q", "v2g", "v2g_q")
 #: Strategies that need an optimisation solver.
 OPTIMISING_STRATEGIES = ("smart", "smart_q", "v2g", "v2g_q")
 #: Solvers known to :func:`simulators.scheduler.strategies.solve`.
-SOLVERS = ("piqp", "clarabel", "highs")
+SOLVERS = ("piqp", "clarabel", "highs", "auto")
 #: Cone handling of P^2 + Q^2 <= S^2 (seed 000, eqs. (12d), (12i)).
 CONES = ("polygon", "soc")
 
@@ -262,8 +262,10 @@ class StrategyOptions:
     time_limit_s : float
         Wall-clock budget of one solve [s].
     solver : str
-        ``"piqp"`` (default, polygon), ``"clarabel"`` (polygon or exact cones) or
-        ``"highs"`` (pyomo reference path, polygon).
+        ``"piqp"`` (default, polygon), ``"clarabel"`` (polygon or exact cones),
+        ``"highs"`` (pyomo reference path, polygon) or ``"auto"`` (matrix path:
+        PIQP when no second-order cone is left after row screening, which makes
+        the problem the same QP, Clarabel otherwise; polygon or exact cones).
     max_iter : int
         Iteration cap of the interior-point solvers.
     fine_steps : int or None
@@ -279,6 +281,12 @@ class StrategyOptions:
         docs/strategies.md for the measured objective change.
     block_steps : int
         Steps per block beyond ``fine_steps`` (4 = hourly blocks of 15-min steps).
+    row_generation : bool
+        Matrix path: voltage rows (12g) by constraint generation (exact; see
+        :func:`.matrix_model.solve_generated`): solve with the rows the base load
+        breaks, add the omitted rows the solution violates (and those near their
+        bound), re-solve until none is violated. False: every row screening keeps,
+        in one solve (the path before issue 17).
     """
 
     name: str = "smart"
@@ -293,6 +301,7 @@ class StrategyOptions:
     max_iter: int = 200
     fine_steps: int | None = None
     block_steps: int = 4
+    row_generation: bool = True
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field outside its allowed range."""
@@ -310,14 +319,16 @@ class StrategyOptions:
         _finite_scalar("time_limit_s", self.time_limit_s, 0.0, 1e6, lo_open=True)
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        if self.cone == "soc" and self.solver != "clarabel":
-            raise ValueError("cone='soc' (exact second-order cones) needs solver='clarabel'")
+        if self.cone == "soc" and self.solver not in ("clarabel", "auto"):
+            raise ValueError("cone='soc' (exact second-order cones) needs solver='clarabel' or 'auto'")
         if int(self.max_iter) != self.max_iter or self.max_iter < 1:
             raise ValueError(f"max_iter must be a positive integer, got {self.max_iter}")
         if self.fine_steps is not None and (int(self.fine_steps) != self.fine_steps or self.fine_steps < 1):
             raise ValueError(f"fine_steps must be None or a positive integer, got {self.fine_steps}")
         if int(self.block_steps) != self.block_steps or self.block_steps < 1:
             raise ValueError(f"block_steps must be a positive integer, got {self.block_steps}")
+        if not isinstance(self.row_generation, (bool, np.bool_)):
+            raise ValueError(f"row_generation must be a bool, got {self.row_generation!r}")
         if self.fine_steps is not None and self.solver == "highs":
             raise ValueError("fine_steps (move blocking) is implemented on the matrix path only, "
                              "not with solver='highs'")
@@ -354,6 +365,11 @@ class Schedule:
         True when the solver failed and the safe fallback schedule was returned.
     message : str
         Human-readable detail.
+    vm_rows : dict or None
+        Matrix path with ``row_generation``: voltage rows (12g) within 2 mpu of
+        their bound at this schedule, per side (``"vm_min"``, ``"vm_max"``), bool
+        (T, n); the seed of the next solve of a similar problem
+        (``solve(..., seed_rows=...)``). None otherwise.
     """
 
     p_kw: np.ndarray
@@ -367,6 +383,7 @@ class Schedule:
     soft_violation_where: tuple = field(default_factory=tuple)
     fallback: bool = False
     message: str = ""
+    vm_rows: dict | None = None
 
 
 # --------------------------------------------------------------------------- helpers

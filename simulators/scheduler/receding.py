@@ -71,6 +71,7 @@ class RecedingHorizon:
         self.soc_tol = float(soc_tol)
         self._consts = md.grid_constants(problem)
         self._last = None  # (k, plugged (T-k, V), Schedule) of the last optimal solve
+        self._seed = None  # (k, voltage rows near their bound) of the last solve
         self.n_solves = 0
         self.n_reused = 0
 
@@ -162,7 +163,12 @@ class RecedingHorizon:
             zeros = np.zeros((n_steps - k, n_ev))
             return Schedule(p_kw=zeros, q_kvar=zeros.copy(), soc=np.tile(soc, (n_steps - k + 1, 1)),
                             status="optimal", objective=0.0, build_s=prep_s, message="no plugged EV")
-        res = solve(sub, self.options, validate=False, consts=consts)
+        seed = None
+        if self._seed is not None:
+            k0, rows = self._seed
+            seed = {side: np.asarray(mask)[k - k0:] for side, mask in rows.items()}
+        res = solve(sub, self.options, validate=False, consts=consts, seed_rows=seed)
+        self._seed = (k, res.vm_rows) if res.vm_rows is not None else None
         self.n_solves += 1
         p = np.zeros((n_steps - k, n_ev))
         q = np.zeros((n_steps - k, n_ev))

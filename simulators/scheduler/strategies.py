@@ -22,7 +22,8 @@ DEFAULT_SOLVER = "piqp"
 
 
 def solve(problem: ChargingProblem, options: StrategyOptions | None = None, *,
-          path: str = "matrix", validate: bool = True, consts: dict | None = None) -> Schedule:
+          path: str = "matrix", validate: bool = True, consts: dict | None = None,
+          seed_rows: dict | None = None) -> Schedule:
     """Schedule all EVs of ``problem`` with strategy ``options.name``.
 
     Parameters
@@ -37,6 +38,11 @@ def solve(problem: ChargingProblem, options: StrategyOptions | None = None, *,
         Run ``problem.validate()`` and ``options.validate()`` first.
     consts : dict, optional
         Precomputed :func:`.model_data.grid_constants` (receding horizon).
+    seed_rows : dict, optional
+        Voltage rows to start constraint generation from (``Schedule.vm_rows`` of
+        an earlier solve of a similar problem, shape (T, n) per side; see
+        :func:`.matrix_model.solve_generated`). Changes only the time, not the
+        optimum.
 
     Returns
     -------
@@ -71,17 +77,17 @@ def solve(problem: ChargingProblem, options: StrategyOptions | None = None, *,
     if path == "matrix":
         from . import matrix_model as mm
 
-        t0 = time.perf_counter()
-        qp = mm.build(problem, options, consts=consts)
-        build_s = time.perf_counter() - t0
-        raw = mm.solve_qp(qp, options)
+        gen = mm.solve_generated(problem, options, consts=consts, seed=seed_rows)
+        qp, raw, build_s = gen.qp, gen.raw, gen.build_s
         result = mm.extract(qp, raw.x) if raw.ok else None
+        vm_rows = gen.vm_allowed
     else:
         from . import pyomo_model as pm
 
         t0 = time.perf_counter()
         model = pm.build(problem, options)
         build_s = time.perf_counter() - t0
+        vm_rows = None
         raw = pm.solve_model(model, options)
         result = pm.extract(model, problem) if raw.ok else None
 
@@ -93,10 +99,10 @@ def solve(problem: ChargingProblem, options: StrategyOptions | None = None, *,
             solve_s=raw.solve_s, build_s=build_s, fallback=True,
             message=f"{raw.message}; safe fallback (proportionally curtailed uncoordinated charging)",
         )
-    return _finish(problem, options, result, raw.solve_s, build_s, raw.message)
+    return _finish(problem, options, result, raw.solve_s, build_s, raw.message, vm_rows)
 
 
-def _finish(problem, options, result, solve_s, build_s, message) -> Schedule:
+def _finish(problem, options, result, solve_s, build_s, message, vm_rows=None) -> Schedule:
     """Clean solver noise (bounds, disc) and package the schedule."""
     s = np.asarray(problem.s_max_kva, dtype=float)
     plugged = np.asarray(problem.plugged, dtype=bool)
@@ -115,5 +121,5 @@ def _finish(problem, options, result, solve_s, build_s, message) -> Schedule:
         solve_s=solve_s, build_s=build_s,
         soft_violation_max=float(slack[0][3]) if slack else 0.0,
         soft_violation_where=tuple(slack[:50]),
-        fallback=False, message=message,
+        fallback=False, message=message, vm_rows=vm_rows,
     )

@@ -887,9 +887,9 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
             if c_sched.strategy in ("smart_q", "v2g_q") and not c_fleet.can_reactive:
                 problems.append(f"{prefix}.fleet.can_reactive: must be true for strategy {c_sched.strategy!r}")
         if c_dso is not None and c_sched is not None and c_dso.policies and c_sched.strategy not in (
-                "smart", "smart_q", "v2g", "v2g_q"):
+                "smart", "smart_q", "v2g", "v2g_q", "flex_max"):
             problems.append(f"{prefix}.scheduler.strategy: the DSO's calls need an optimising strategy "
-                            f"(smart, smart_q, v2g, v2g_q), got {c_sched.strategy!r}")
+                            f"(smart, smart_q, v2g, v2g_q, flex_max), got {c_sched.strategy!r}")
         remote_sched = simulators["scheduler"]
         if c_sched is not None and remote_sched.starter != "python" \
                 and c_sched.time_limit_s >= remote_sched.step_timeout_s:

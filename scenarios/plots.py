@@ -185,6 +185,8 @@ def plot_voltage_profile(view: RunView) -> list[Path]:
     index_of = {v: int(k) for k, v in names.items()}
     buses = [index_of[c] for c in vm.columns if c in index_of]
     trafo = net.trafo[net.trafo.lv_bus.isin(buses)]
+    if not len(trafo):  # a monitored feeder without its busbar: measure from every LV busbar
+        trafo = net.trafo
     roots = [int(b) for b in trafo.lv_bus] if len(trafo) else [int(net.ext_grid.bus.iloc[0])]
     dist = _distances_km(net, roots)
     worst_t = vm.min(axis=1).idxmin()

@@ -650,7 +650,8 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
         world.connect(sched, rec, *SCHED_ATTRS)
         if case.dso.policies:  # the operator calls flexibility (simulators/dso)
             dso = world.start("DSO", step_size=step_s).DSO(**dso_params(case, net, specs))
-            world.connect(grid, dso, "bus_vm_pu", "max_trafo_loading_percent", "max_line_loading_percent")
+            world.connect(grid, dso, "bus_vm_pu", "max_trafo_loading_percent", "max_line_loading_percent",
+                          "max_trafo_p_hv_kw")
             world.connect(sched, dso, "flex_offer")
             world.connect(dso, sched, "requests", time_shifted=step_s)
             world.connect(dso, rec, "records")

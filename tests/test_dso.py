@@ -80,6 +80,18 @@ def test_congestion_policy():
     assert r2.p_kw == pytest.approx(30.0)
 
 
+def test_congestion_in_reverse_flow_calls_upward():
+    # midday PV export through the transformer: more charging relieves it
+    pol = CongestionPolicy("trafo", 50.0, 315.0, 1800)
+    m = GridMeasurement(0.0, {}, max_trafo_loading_percent=60.0, max_trafo_p_hv_kw=-180.0)
+    (r,) = DSOModel(STEP, congestion=pol).step(0.0, m, offer(900, [100] * 2, [0] * 2))
+    assert r.direction == "up" and r.p_kw == pytest.approx(10.0 / 100 * 315.0)
+    # forward flow (or not measured): downward as before
+    m2 = GridMeasurement(0.0, {}, max_trafo_loading_percent=60.0, max_trafo_p_hv_kw=150.0)
+    (r2,) = DSOModel(STEP, congestion=pol).step(0.0, m2, offer(900, [0] * 2, [100] * 2))
+    assert r2.direction == "down"
+
+
 def test_scheduled_requests_issued_one_lead_ahead_and_capped():
     reqs = [ActivationRequest("S-1", "down", 40.0, 3600, 5400), ActivationRequest("S-2", "up", 10.0, 1800, 2700)]
     dso = DSOModel(STEP, scheduled=reqs)

@@ -26,7 +26,8 @@ its future work, so the sizing rules below are ours)
     to the fleet's power: ``p = (vm_min + margin - vm) / |dvm/dP_fleet|`` [kW].
 ``congestion``
     When the largest transformer (or line) loading is above ``loading_max_percent``,
-    request downward flexibility ``p = (loading - loading_max + margin) / 100 *
+    request downward flexibility (upward when that transformer is in reverse flow,
+    ``max_trafo_p_hv_kw < 0``: the LV grid exports midday PV, more charging relieves it) ``p = (loading - loading_max + margin) / 100 *
     s_ref_kva`` [kW] (active power stands for apparent power: chargers run at
     unity power factor in the seed 003 study).
 
@@ -175,12 +176,17 @@ class GridMeasurement:
     vm_pu : mapping bus index -> voltage magnitude [pu]
     max_trafo_loading_percent, max_line_loading_percent : float or None
         Largest loading [%] (None: power flow did not converge).
+    max_trafo_p_hv_kw : float or None
+        HV-side active power of the most loaded transformer [kW], load convention
+        (< 0: reverse flow, the LV grid exports); None: not measured (taken as
+        forward flow).
     """
 
     t_s: float
     vm_pu: Mapping[int, float]
     max_trafo_loading_percent: float | None = None
     max_line_loading_percent: float | None = None
+    max_trafo_p_hv_kw: float | None = None
 
 
 @dataclass(frozen=True)
@@ -216,7 +222,8 @@ class VoltagePolicy:
 
 @dataclass(frozen=True)
 class CongestionPolicy:
-    """Loading-triggered downward calls (module docstring).
+    """Loading-triggered calls (module docstring): downward, upward when the watched
+    transformer is in reverse flow.
 
     Attributes
     ----------
@@ -361,6 +368,8 @@ class DSOModel:
         if c is not None:
             load = m.max_trafo_loading_percent if c.element == "trafo" else m.max_line_loading_percent
             if load is not None and load > c.loading_max_percent:
-                out.append(("congestion", "down",
+                # reverse flow through the transformer (PV export): more charging relieves it
+                reverse = c.element == "trafo" and (m.max_trafo_p_hv_kw or 0.0) < 0.0
+                out.append(("congestion", "up" if reverse else "down",
                             (load - c.loading_max_percent + c.margin_percent) / 100.0 * c.s_ref_kva))
         return out

@@ -3,6 +3,7 @@
 Entity ``DSO`` (one per simulator):
 
 - inputs ``bus_vm_pu`` (dict bus -> pu), ``max_trafo_loading_percent``,
+  ``max_trafo_p_hv_kw`` (sign: flow direction for the congestion policy),
   ``max_line_loading_percent`` (from the ``Grid`` entity, same step: the grid
   has just solved the step's power flow) and ``flex_offer`` (from the
   ``Scheduler``: :meth:`FlexOffer.to_dict`);
@@ -33,7 +34,7 @@ META = {
         "DSO": {
             "public": True,
             "params": ["scheduled", "voltage", "congestion", "lead_s", "allow_beyond_offer"],
-            "attrs": ["bus_vm_pu", "max_trafo_loading_percent", "max_line_loading_percent", "flex_offer",
+            "attrs": ["bus_vm_pu", "max_trafo_loading_percent", "max_line_loading_percent", "max_trafo_p_hv_kw", "flex_offer",
                       "requests", "n_requests", "records"],
         },
     },
@@ -92,7 +93,8 @@ class DSOSimulator(mosaik_api_v3.Simulator):
         if vm:
             measurement = GridMeasurement(
                 t_s, {int(b): float(x) for b, x in vm.items() if x is not None},
-                _single(data.get("max_trafo_loading_percent")), _single(data.get("max_line_loading_percent")))
+                _single(data.get("max_trafo_loading_percent")), _single(data.get("max_line_loading_percent")),
+                _single(data.get("max_trafo_p_hv_kw")))
         raw = _single(data.get("flex_offer"))
         offer = FlexOffer.from_dict(raw) if raw else None
         reqs = self.model.step(t_s, measurement, offer)

@@ -319,6 +319,15 @@ class GridState:
     n_line_violations: int | None = None
     n_trafo_violations: int | None = None
 
+    @property
+    def max_trafo_p_hv_kw(self) -> float | None:
+        """HV-side active power of the most loaded transformer [kW] (> 0: it feeds the
+        LV side, < 0: reverse flow, e.g. midday PV); None without transformers or
+        a converged power flow."""
+        if self.trafo_loading_percent is None or self.trafo_p_hv_kw is None or not len(self.trafo_p_hv_kw):
+            return None
+        return float(self.trafo_p_hv_kw[int(np.argmax(self.trafo_loading_percent))])
+
     def __post_init__(self) -> None:
         for f in fields(self):  # the state is a snapshot: freeze the arrays too
             value = getattr(self, f.name)

@@ -27,7 +27,8 @@ Outputs (built-in ``float``/``int``/``bool``, never NaN; ``None`` = no valid val
 - ``Grid``: ``pf_converged``, ``pf_seconds`` (wall time of this step's power
   flow [s]), ``vm_min_pu``, ``vm_max_pu``, ``n_bus_violations``,
   ``n_line_violations``, ``n_trafo_violations``, ``max_line_loading_percent``,
-  ``max_trafo_loading_percent``, ``bus_vm_pu`` and ``bus_va_degree`` (dicts
+  ``max_trafo_loading_percent``, ``max_trafo_p_hv_kw`` (HV-side P of the most
+  loaded transformer [kW], < 0 in reverse flow), ``bus_vm_pu`` and ``bus_va_degree`` (dicts
   ``str(pandapower bus index) -> value`` over the energised buses: JSON object
   keys are strings).
 - ``Bus-*``: ``vm_pu``, ``va_degree`` (``None`` for de-energised buses).
@@ -68,7 +69,7 @@ GRID_PARAMS = (
 GRID_OUTPUTS = (
     "pf_converged", "pf_seconds", "vm_min_pu", "vm_max_pu", "n_bus_violations",
     "n_line_violations", "n_trafo_violations", "max_line_loading_percent",
-    "max_trafo_loading_percent", "bus_vm_pu", "bus_va_degree", "records",
+    "max_trafo_loading_percent", "max_trafo_p_hv_kw", "bus_vm_pu", "bus_va_degree", "records",
 )
 
 # The one table META is built from: model -> (public, params, inputs, outputs,

@@ -88,3 +88,34 @@ def test_autonomous_options_reach_the_solver():
     assert moved > 0  # the voltage at R18 binds: EVs drive to R1
     prohibitive = autonomous_plan(move_penalty=1e3)
     assert all(bus == (2 if int(e.split("-")[1]) < 4 else 19) for e, bus in prohibitive.items())
+
+
+def ac_controller(load_factor: float, bounds: GridBounds) -> Controller:
+    net = load_network("cigre_lv")
+    load_p = {int(r.bus): [r.p_mw * 1e3 * load_factor] * N_STEPS for r in net.load.itertuples()}
+    load_q = {int(r.bus): [r.q_mvar * 1e3 * load_factor] * N_STEPS for r in net.load.itertuples()}
+    cfg = ControllerConfig("smart", "receding", STEP_S, N_STEPS, bounds, StrategyOptions(name="smart"),
+                           ac_iterations=1)
+    return Controller(net, cfg, load_p, load_q)
+
+
+def test_ac_correction_skip_and_reuse_are_exact(monkeypatch):
+    """With ac_iterations = 1: a plan whose voltage rows are all slack and that the AC
+    check keeps inside the band is kept without the corrected solve, and replayed while
+    nothing is new; the applied powers equal re-solving twice at every step."""
+    import simulators.scheduler.controller as ctl
+
+    for factor, bounds, expect_skip in ((0.5, GridBounds(0.9, 1.1), True),
+                                        (1.2, GridBounds(0.92, 1.08), False)):
+        fast = ac_controller(factor, bounds)
+        p_fast = closed_loop(fast)
+        with monkeypatch.context() as m:
+            m.setattr(ctl, "_still_optimal_with_offset", lambda *a: False)
+            slow = ac_controller(factor, bounds)
+            p_slow = closed_loop(slow)
+        np.testing.assert_allclose(p_fast, p_slow, atol=1e-4)
+        assert slow.n_solves == N_STEPS and slow.n_ac_skipped == 0
+        if expect_skip:
+            assert fast.n_ac_skipped == fast.n_solves == 2  # plan at 0 and at EV-3's arrival
+        else:
+            assert fast.n_ac_skipped < fast.n_solves == N_STEPS

@@ -114,6 +114,37 @@ class PlanInfo:
     message: str = ""
 
 
+#: A voltage row whose linearised value is farther than this from its bound is not
+#: binding at an interior-point solution [pu] (binding rows are within 1e-9).
+_ROW_FREE_PU = 1e-6
+
+
+def _still_optimal_with_offset(problem: ChargingProblem, schedule: Schedule, solved_with, offset) -> bool:
+    """True when ``schedule`` (optimal for ``problem`` with voltage offset ``solved_with``,
+    None = none) is also optimal with ``offset`` instead.
+
+    Sufficient condition, exact for a convex problem: no voltage row (12g) is within
+    ``_ROW_FREE_PU`` of its bound at the schedule (so their multipliers are zero and the
+    schedule is optimal without any voltage row), and every voltage row holds with
+    ``offset`` (so it is feasible for the corrected problem, a restriction of that
+    relaxation). The offset changes nothing else.
+    """
+    lim = problem.limits
+    pred = problem.sens.predict
+    n = len(problem.sens.bus_ids)
+    onehot = np.zeros((problem.n_evs, n))
+    onehot[np.arange(problem.n_evs), problem.ev_col] = 1.0
+    vm = pred(np.asarray(problem.net_p_kw) + schedule.p_kw @ onehot,
+              np.asarray(problem.net_q_kvar) + schedule.q_kvar @ onehot).vm_pu
+    if problem.vm_offset_pu is not None:
+        vm = vm + np.asarray(problem.vm_offset_pu)
+    now = vm + (0.0 if solved_with is None else np.asarray(solved_with))
+    if now.min() < lim.vm_min_pu + _ROW_FREE_PU or now.max() > lim.vm_max_pu - _ROW_FREE_PU:
+        return False
+    new = vm + np.asarray(offset)
+    return bool(new.min() >= lim.vm_min_pu and new.max() <= lim.vm_max_pu)
+
+
 def _shifted(seed: tuple[int, dict] | None, k: int) -> dict | None:
     """Voltage-row seed of a solve from step ``k0`` as seen from step ``k >= k0``."""
     if seed is None or seed[0] > k:
@@ -190,6 +221,9 @@ class Controller:
         # (first step, rows) seeds of the next solve's constraint generation
         self._seed_linear: tuple[int, dict] | None = None
         self._seed_corrected: tuple[int, dict] | None = None
+        # the last plan is the linear optimum and its AC check changed nothing
+        self._plan_linear_ok = False
+        self.n_ac_skipped = 0
         self.flex_plan = None
         self.n_fallbacks = 0
 
@@ -314,10 +348,15 @@ class Controller:
         Holds when no EV arrived since the last solve,
         each EV's SOC is the one the plan predicted, no fallback was used and the
         forecasts are perfect (they do not change between steps here); the AC
-        correction (``ac_iterations``) and the autonomous strategy always re-solve.
+        correction (``ac_iterations``) re-solves unless the plan is the linear
+        optimum that the AC check left unchanged (:meth:`_solve`): its tail is then
+        the linear optimum of the tail problem (Bellman), whose AC check is the tail
+        of the check that passed. The autonomous strategy always re-solves.
         """
         plan = self._plan
-        if plan is None or plan.fallback or self.config.ac_iterations or self.config.strategy == "autonomous":
+        if plan is None or plan.fallback or self.config.strategy == "autonomous":
+            return False
+        if self.config.ac_iterations and not self._plan_linear_ok:
             return False
         row = k - self._plan_k0
         # departed EVs may leave (their plan rows end with their plug window); any
@@ -403,6 +442,7 @@ class Controller:
             self._last_info = PlanInfo("no_evs", 0.0, False, 0.0, 0.0)
             return
         problem = self._problem(k, specs, initial)
+        self._plan_linear_ok = False
         self._plan_cols = np.asarray(problem.ev_col, dtype=int)
         t0 = time.perf_counter()
         if cfg.strategy == "autonomous":
@@ -411,12 +451,22 @@ class Controller:
             schedule = self._solve_flex(problem)
         else:
             options = replace(cfg.options, name=cfg.strategy)
+            self._plan_linear_ok = False
             schedule = solve(problem, options, seed_rows=_shifted(self._seed_linear, k))
             self._seed_linear = (k, schedule.vm_rows) if schedule.vm_rows is not None else None
-            for _ in range(cfg.ac_iterations if self._ac_model is not None else 0):
+            solved_with = None  # offset the schedule is optimal for
+            for i in range(cfg.ac_iterations if self._ac_model is not None else 0):
                 if schedule.fallback:
                     break
                 offset = self.ac_voltage_offset(problem, schedule)
+                if _still_optimal_with_offset(problem, schedule, solved_with, offset):
+                    # no voltage row near its bound: the schedule is optimal without the
+                    # voltage rows, and it satisfies the corrected ones, so it is the
+                    # optimum of the corrected problem (exact; no solve needed)
+                    self.n_ac_skipped += 1
+                    self._plan_linear_ok = i == 0
+                    break
+                solved_with = offset
                 seed = _union(schedule.vm_rows, _shifted(self._seed_corrected, k))
                 corrected = solve(replace(problem, vm_offset_pu=offset), options, seed_rows=seed)
                 if corrected.fallback:

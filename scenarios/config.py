@@ -236,6 +236,10 @@ class SchedulerConfig:
     flex_scenarios: list = field(default_factory=lambda: ["down", "up"])
     ev_power_factor: float = 1.0
     flex_tie_break: str = "none"   # "peak": lowest aggregate charging peak among the optima
+    # grid model of flex_max: "linear" (sensitivities, LP in HiGHS) or "ac" (the AC power
+    # flow of eqs. (11)-(12) as a pyomo NLP; flex_nlp_solver "pounce", "ripopt" or "cyipopt")
+    flex_grid_model: str = "linear"
+    flex_nlp_solver: str = "pounce"
 
 
 @dataclass(frozen=True)
@@ -662,14 +666,16 @@ def _check_baseload_data(cases: list[Case], problems: list[str]) -> None:
 
 #: FlexOptions field -> scenario field of [scheduler]
 _FLEX_FIELDS = {"c_down": "flex_c_down", "c_up": "flex_c_up", "scenarios": "flex_scenarios",
-                "tie_break": "flex_tie_break",
+                "tie_break": "flex_tie_break", "grid_model": "flex_grid_model",
+                "nlp_solver": "flex_nlp_solver",
                 "ev_power_factor": "ev_power_factor", "time_limit_s": "time_limit_s"}
 
 
 def flex_options(sc: SchedulerConfig) -> dict:
     """``FlexOptions`` fields of a ``flex_max`` scheduler table (docs/flexibility.md)."""
     return {"c_down": sc.flex_c_down, "c_up": sc.flex_c_up, "scenarios": tuple(sc.flex_scenarios),
-            "ev_power_factor": sc.ev_power_factor, "tie_break": sc.flex_tie_break}
+            "ev_power_factor": sc.ev_power_factor, "tie_break": sc.flex_tie_break,
+            "grid_model": sc.flex_grid_model, "nlp_solver": sc.flex_nlp_solver}
 
 
 def flex_options_problems(sc: SchedulerConfig, n_steps: int) -> list[str]:

@@ -514,7 +514,12 @@ class Controller:
         from simulators.scheduler.flexibility import FlexOptions, solve_flex
 
         opts = FlexOptions(**{"time_limit_s": self.config.options.time_limit_s, **self.config.flex})
-        plan = solve_flex(problem, opts)
+        ac_grid = None
+        if opts.grid_model == "ac":
+            from simulators.scheduler.flexibility_ac import ac_grid_from_net
+
+            ac_grid = ac_grid_from_net(self.net, self.sens)   # the net linearised at (solved)
+        plan = solve_flex(problem, opts, ac_grid=ac_grid)
         self.flex_plan = plan
         cap = np.asarray(problem.capacity_kwh, dtype=float)
         return Schedule(p_kw=plan.p_ch_kw, q_kvar=plan.p_ch_kw * plan.q_per_p,

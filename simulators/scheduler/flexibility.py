@@ -122,6 +122,13 @@ class FlexOptions:
         spread over the night (Fig. 10, about 21 kW).
     tie_break_rel : float
         Relative objective loss allowed by the tie-break [-], in [0, 0.1].
+    nlp_solver : str
+        NLP solver of ``grid_model = "ac"``: ``"pounce"`` (default), ``"ripopt"``
+        or ``"cyipopt"`` (:data:`.flexibility_ac.NLP_SOLVERS`).
+    nlp_tol : float
+        Convergence tolerance of the NLP solver [-], in [1e-12, 1e-3].
+    nlp_max_iter : int
+        Iteration limit of the NLP solver, in [1, 100000].
     """
 
     c_down: float | tuple = 1.0
@@ -134,6 +141,9 @@ class FlexOptions:
     time_limit_s: float = 60.0
     tie_break: str = "none"
     tie_break_rel: float = 1e-6
+    nlp_solver: str = "pounce"
+    nlp_tol: float = 1e-8
+    nlp_max_iter: int = 3000
 
     def problems(self, n_steps: int | None = None) -> list[str]:
         """Every problem of these options as ``"field: message"`` (empty when valid)."""
@@ -162,6 +172,14 @@ class FlexOptions:
             out.append(f"tie_break: must be one of {TIE_BREAKS}, got {self.tie_break!r}")
         if not (0.0 <= float(self.tie_break_rel) <= 0.1):
             out.append(f"tie_break_rel: must be in [0, 0.1], got {self.tie_break_rel}")
+        from .flexibility_ac import NLP_SOLVERS
+
+        if self.nlp_solver not in NLP_SOLVERS:
+            out.append(f"nlp_solver: must be one of {NLP_SOLVERS}, got {self.nlp_solver!r}")
+        if not (1e-12 <= float(self.nlp_tol) <= 1e-3):
+            out.append(f"nlp_tol: must be in [1e-12, 1e-3], got {self.nlp_tol}")
+        if int(self.nlp_max_iter) != self.nlp_max_iter or not (1 <= self.nlp_max_iter <= 100000):
+            out.append(f"nlp_max_iter: must be an integer in [1, 100000], got {self.nlp_max_iter}")
         return out
 
     def validate(self, n_steps: int | None = None) -> None:
@@ -584,7 +602,7 @@ def _grid_row_specs(problem: ChargingProblem, options: FlexOptions, consts: dict
 
 # --------------------------------------------------------------------------- solve
 def solve_flex(problem: ChargingProblem, options: FlexOptions | None = None, *,
-               validate: bool = True, consts: dict | None = None) -> FlexPlan:
+               validate: bool = True, consts: dict | None = None, ac_grid=None) -> FlexPlan:
     """Maximise the fleet's up/down flexibility (seed 003, eq. (4)) on the linear grid.
 
     ``options.grid_model == "ac"`` hands over to :func:`.flexibility_ac.solve_flex_ac`.
@@ -597,6 +615,8 @@ def solve_flex(problem: ChargingProblem, options: FlexOptions | None = None, *,
         Validate problem and options first.
     consts : dict, optional
         Precomputed :func:`.model_data.grid_constants`.
+    ac_grid : .flexibility_ac.ACGrid, optional
+        The network for ``grid_model = "ac"`` (required there, ignored otherwise).
 
     Returns
     -------
@@ -616,7 +636,7 @@ def solve_flex(problem: ChargingProblem, options: FlexOptions | None = None, *,
     if options.grid_model == "ac":
         from .flexibility_ac import solve_flex_ac
 
-        return solve_flex_ac(problem, options)
+        return solve_flex_ac(problem, options, ac_grid)
     t0 = time.perf_counter()
     lp = build_flex_lp(problem, options, consts)
     build_s = time.perf_counter() - t0

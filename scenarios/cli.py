@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run a [sweep] on this existing Dask scheduler, e.g. tcp://10.0.0.5:8786 "
                              "(default: a LocalCluster on 127.0.0.1)")
     parser.add_argument("--no-plots", action="store_true", help="skip writing the plots")
+    parser.add_argument("--check", action="store_true",
+                        help="validate, then build every case's world (inputs, simulators started, "
+                             "entities created and connected) without running a step; a [sweep] "
+                             "checks its first point; nothing is written to --out")
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-q", "--quiet", action="store_true",
                        help="print only warnings and errors (no progress, no summaries)")
@@ -213,6 +217,8 @@ def _run(args: argparse.Namespace) -> int:
         _error(problem)
         return EXIT_USAGE
     echo = (lambda s: None) if args.quiet else print
+    if args.check:
+        return _check(scenario, args.cases, echo)
     try:
         if scenario.sweep is not None:
             from scenarios.sweep import run_sweep
@@ -227,6 +233,34 @@ def _run(args: argparse.Namespace) -> int:
             raise
         _error(_failed_text(exc, out))
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def _check(scenario, only, echo) -> int:
+    """``--check``: every case (a sweep's first point) set up in a scratch folder, not run."""
+    import tempfile
+
+    from scenarios.runner import RunFailed, run_case
+
+    if scenario.sweep is not None:
+        from scenarios.sweep import expand
+
+        cases = [expand(scenario)[0].case]
+    else:
+        cases = [c for c in scenario.cases if not only or c.name in only]
+    for case in cases:
+        with tempfile.TemporaryDirectory(prefix="ev-grid-cosim-check-") as scratch:
+            try:
+                result = run_case(case, Path(scratch), plots=False, check=True)
+            except RunFailed as exc:
+                error = exc.error or {}
+                where = error.get("component") or "set-up"
+                call = f" ({error['call']} call)" if error.get("call") else ""
+                _error(f"check failed: case {case.name!r}: set-up failed in {where}{call}: "
+                       f"{error.get('reason', exc)}")
+                return EXIT_FAILED
+        echo(f"{case.name}: set up in {result.summary['setup_seconds']:.1f} s (not run)")
+    echo(f"{scenario.source}: {len(cases)} case(s) set up, nothing run")
     return EXIT_OK
 
 

@@ -435,11 +435,17 @@ def replay_powers(case_dir: Path, zero_q: bool) -> dict[str, tuple[list[float], 
 
 
 def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = None,
-             plots: bool = True, replay_dir: Path | None = None, progress: str = "off") -> CaseResult:
+             plots: bool = True, replay_dir: Path | None = None, progress: str = "off",
+             check: bool = False) -> CaseResult:
     """Run one case: build inputs, run the mosaik world, summarise, plot.
 
     ``progress``: ``"auto"`` (a bar on a terminal, periodic lines otherwise),
     ``"bar"``, ``"lines"`` or ``"off"`` (``scenarios/progress.py``).
+
+    ``check``: do everything up to ``World.run`` (inputs, every simulator started,
+    its entities created and connected), then shut the world down without a step
+    (``ev-grid-cosim --check``); the summary holds ``checked`` and ``setup_seconds``.
+    ``out_dir`` gets ``metadata.json`` (a scratch folder is the caller's choice).
 
     Raises
     ------
@@ -461,7 +467,7 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     sigint = SigintWatch()
     try:
         with sigint:
-            return _run_case(case, out_dir, plots, replay_dir, progress, calls, state, errors, sigint)
+            return _run_case(case, out_dir, plots, replay_dir, progress, calls, state, errors, sigint, check)
     except BaseException as exc:  # noqa: BLE001 - every way out leaves a record on disk
         if isinstance(exc, (SystemExit, GeneratorExit)):
             raise
@@ -522,7 +528,8 @@ def _partial_figures(case: Case, out_dir: Path, state: dict, completed: int) -> 
 
 
 def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, progress: str,
-              calls: CallWatch, state: dict, errors: _ErrorLog, sigint: SigintWatch) -> CaseResult:
+              calls: CallWatch, state: dict, errors: _ErrorLog, sigint: SigintWatch,
+              check: bool = False) -> CaseResult:
     """:func:`run_case` without the failure record (``state`` says how far it got)."""
     meta, grid_cfg = case.scenario, case.grid
     wall0 = time.perf_counter()
@@ -569,7 +576,7 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
         # recorder in a process of its own writes there: mosaik ends remote
         # simulators without waiting for their finalize, so a writer process
         # under it could still be writing when the summary reads the results.
-        writer = "process" if case.simulators["recorder"].starter == "python" else "inline"
+        writer = "process" if case.simulators["recorder"].starter == "python" and not check else "inline"
         rec = world.start("Recorder").Recorder(out_dir=str(out_dir), metadata=metadata, writer=writer)
         grid_sim = world.start("Grid", step_s=step_s, start_date=start_iso, numpy_columns=arrays)
         grid = grid_sim.Grid(network=grid_cfg.network, vm_min_pu=grid_cfg.vm_min_pu,
@@ -631,7 +638,9 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
                 forecast_p_kw={str(b): list(map(float, v)) for b, v in fp.items()},
                 forecast_q_kvar={str(b): list(map(float, v)) for b, v in fq.items()},
                 ev_specs=forecast_ev_specs(case, specs) if sc.mode == "day_ahead" else None,
-                replay=replay_powers(replay_dir, sc.replay_zero_q) if sc.strategy == "replay" else None,
+                # --check: the case it replays has not run (no powers yet)
+                replay=(({} if check else replay_powers(replay_dir, sc.replay_zero_q))
+                        if sc.strategy == "replay" else None),
                 flex=flex_options(sc) if sc.strategy == "flex_max" else None,
                 realtime=({"groups": dso_groups(case, net), "time_limit_s": sc.time_limit_s}
                           if case.dso.policies else None),
@@ -665,6 +674,8 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
                 ends["PV"] = {e.eid: e for e in plant.children}
             ext_info = external.build(world, case, ends, rec)
         setup_s = time.perf_counter() - wall0
+        if check:  # everything World.run needs is built; the with block shuts it down
+            return CaseResult(case.name, out_dir, {"checked": True, "setup_seconds": round(setup_s, 3)})
         # The networks, profiles and models built above live for the whole run;
         # frozen, the garbage collector's full passes no longer walk them at
         # every few thousand allocations (several ms each at 5 000 EVs).

@@ -107,6 +107,7 @@ def test_seed_steps_and_until_shorten_and_reseed():
         prepare("default", steps=65)
 
 
+@pytest.mark.faults
 def test_evs_without_a_stay_inside_the_horizon_are_refused(tmp_path):
     """The issue's example: 10:00-14:00 with evening arrivals sampled from the GEV."""
     path = tmp_path / "noon.toml"
@@ -184,3 +185,20 @@ def test_progress_lines_and_bar():
 def test_console_script_is_declared():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["ev-grid-cosim"] == "scenarios.cli:main"
+
+
+def test_check_builds_the_world_without_running_or_writing(tmp_path):
+    out = tmp_path / "o"
+    proc = cli("seed001_lv", "--check", "--out", str(out))
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert "conventional: set up in" in proc.stdout and "2 case(s) set up, nothing run" in proc.stdout
+    assert not out.exists()
+
+
+def test_check_reports_a_set_up_failure_exit_1(tmp_path):
+    """A simulator that cannot be reached fails the set-up: no traceback, exit 1."""
+    proc = cli("--check", "--out", str(tmp_path / "o"),
+               "--set", 'simulators.pv={starter = "connect", addr = "127.0.0.1:1", start_timeout_s = 5}')
+    assert proc.returncode == EXIT_FAILED, proc.stderr
+    assert proc.stderr.startswith("check failed: case 'default': set-up failed in PV"), proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -146,6 +146,7 @@ def problems_of(tmp_path, replace: tuple[str, str] | None = None, append: str = 
     return info.value.problems
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize(("replace", "field", "needle"), [
     # fault 5 of docs/reliability.md: each passed validation and failed (or misled) later
     (('monitor_buses = "R"', 'monitor_buses = "ZZZ"'), "grid.monitor_buses", "first letters of its buses: 0, C, I, R"),
@@ -167,6 +168,7 @@ def test_validation_holes_are_closed(tmp_path, replace, field, needle):
     assert problems[0].startswith(f"{field}:") and needle in problems[0], problems[0]
 
 
+@pytest.mark.faults
 def test_ev_rows_bound_is_the_product_of_evs_and_steps(tmp_path):
     """5 048 EVs and 100 512 steps are each inside their bounds; their product is not."""
     text = DEFAULT.read_text().replace("end = 2024-01-18T08:00:00", "end = 2024-12-31T16:00:00", 1)
@@ -181,6 +183,7 @@ def test_ev_rows_bound_is_the_product_of_evs_and_steps(tmp_path):
         "~100 B a row); shorten the horizon or use fewer EVs"]
 
 
+@pytest.mark.faults
 def test_solver_not_installed(tmp_path, monkeypatch):
     """A known solver whose package is missing is named with the installed ones."""
     import importlib.util

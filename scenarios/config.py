@@ -237,7 +237,7 @@ class SchedulerConfig:
     ev_power_factor: float = 1.0
     flex_tie_break: str = "none"   # "peak": lowest aggregate charging peak among the optima
     # grid model of flex_max: "linear" (sensitivities, LP in HiGHS) or "ac" (the AC power
-    # flow of eqs. (11)-(12) as a pyomo NLP; flex_nlp_solver "pounce", "ripopt" or "cyipopt")
+    # flow of eqs. (11)-(12) as a pyomo NLP; flex_nlp_solver "pounce" or "ripopt")
     flex_grid_model: str = "linear"
     flex_nlp_solver: str = "pounce"
 

@@ -126,3 +126,18 @@ def test_ac_needs_the_network_and_valid_options(lv):
     assert any(x.startswith("nlp_solver:") for x in probs)
     assert any(x.startswith("nlp_tol:") for x in probs)
 
+
+
+def test_loader_names_the_grid_model_and_solver_fields(tmp_path):
+    from scenarios.config import ScenarioError, load_scenario
+
+    path = tmp_path / "bad.toml"
+    path.write_text('[scenario]\nname = "x"\nstart = 2024-05-15T12:00:00\nend = 2024-05-15T14:00:00\n'
+                    'step_s = 900\n[grid]\nnetwork = "suburban_lv"\n[scheduler]\nstrategy = "flex_max"\n'
+                    'flex_grid_model = "dc"\nflex_nlp_solver = "knitro"\n')
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    text = str(err.value)
+    assert "scheduler.flex_grid_model: must be one of ('linear', 'ac'), got 'dc'" in text
+    assert "scheduler.flex_nlp_solver: must be one of ('pounce', 'ripopt')" in text
+

@@ -123,8 +123,8 @@ class FlexOptions:
     tie_break_rel : float
         Relative objective loss allowed by the tie-break [-], in [0, 0.1].
     nlp_solver : str
-        NLP solver of ``grid_model = "ac"``: ``"pounce"`` (default), ``"ripopt"``
-        or ``"cyipopt"`` (:data:`.flexibility_ac.NLP_SOLVERS`).
+        NLP solver of ``grid_model = "ac"``: ``"pounce"`` (default) or ``"ripopt"``
+        (:data:`.flexibility_ac.NLP_SOLVERS`).
     nlp_tol : float
         Convergence tolerance of the NLP solver [-], in [1e-12, 1e-3].
     nlp_max_iter : int

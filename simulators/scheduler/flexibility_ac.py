@@ -43,8 +43,10 @@ Warm start: the linear LP's plan (same options); its voltages are the Newton pow
 flows of that plan, so the starting point satisfies (11)-(12) exactly.
 
 Solver: POUNCE (pyomo-pounce, a Rust interior-point method speaking the AMPL NL
-protocol); ``FlexOptions.nlp_solver`` also accepts ``"ripopt"`` and ``"cyipopt"``
-(IPOPT through cyipopt-wheels). Why POUNCE: ``docs/flexibility.md``.
+protocol); ``FlexOptions.nlp_solver`` also accepts ``"ripopt"`` (same protocol).
+IPOPT through cyipopt-wheels is not offered: pyomo drives cyipopt through
+pynumero's ASL library, which no registry package ships. Why POUNCE:
+``docs/flexibility.md``.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ import scipy.sparse.linalg as spla
 from .problem import ChargingProblem
 
 #: NLP solvers tried and supported (FlexOptions.nlp_solver).
-NLP_SOLVERS = ("pounce", "ripopt", "cyipopt")
+NLP_SOLVERS = ("pounce", "ripopt")
 #: Activations whose power flows the NLP carries: the schedule and both full activations.
 AC_ACTIVATIONS = ("baseline", "down", "up")
 #: Weight of the aggregate charging peak in the AC objective with tie_break = "peak" [1/kW].
@@ -530,10 +532,8 @@ def _solver(name: str, options):
         import pyomo_ripopt  # noqa: F401
     solver = pyo.SolverFactory(name)
     opts = {"max_iter": int(options.nlp_max_iter), "tol": float(options.nlp_tol)}
-    if name in ("pounce", "cyipopt"):
+    if name == "pounce":
         opts["max_wall_time"] = float(options.time_limit_s)
-    if name == "cyipopt":
-        opts["print_level"] = 0
     for k, v in opts.items():
         solver.options[k] = v
     return solver

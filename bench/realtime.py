@@ -19,6 +19,11 @@ nominal load. Targets: < 1 s and < 5 s. Fleet: 11 kW chargers, 60 kWh, efficienc
 0.9, SOC uniform(0.2, 0.6) at 16:00, target 0.9, departures uniform 06:00-08:00;
 64 steps of 15 min from 16:00; base load the networks' nominal loads times 0.6
 (constant). Each time is the fastest of ``--repeat`` runs (the machine is shared).
+Both QP formulations of the re-plan are timed, alternated in one run: ``chain``
+(power and energy changes as variables, linked by equality rows: the first
+version) and ``energy`` (the default: power changes substituted, half the
+variables); CPU time of the process is printed too, less sensitive to other
+sessions' load than wall time.
 """
 
 from __future__ import annotations
@@ -60,7 +65,9 @@ def _setup(network: str, n_evs: int, vmin: float, vmax: float, seed: int = 0):
     return Controller(net, cfg, fp, fq), FleetView.from_rows(rows)
 
 
-def _one(network: str, n_evs: int, vmin: float, vmax: float, kind: str) -> dict:
+def _one(network: str, n_evs: int, vmin: float, vmax: float, kind: str, formulation: str = "energy") -> dict:
+    import simulators.scheduler.realtime as realtime_mod
+
     ctl, fleet = _setup(network, n_evs, vmin, vmax)
     t0 = time.perf_counter()
     ctl.plan(0, fleet)
@@ -74,11 +81,16 @@ def _one(network: str, n_evs: int, vmin: float, vmax: float, kind: str) -> dict:
     req = ({"request_id": "R", "direction": "down", "p_kw": 0.5 * down} if kind == "inside"
            else {"request_id": "R", "direction": "up", "p_kw": 2.0 * max(up, 1.0)})
     req.update(start_s=k0 * STEP_S, end_s=k1 * STEP_S, offered_kw=down if kind == "inside" else up)
-    t0 = time.perf_counter()
-    rt.on_step(0, fleet, [req], resolved=False)
-    total_s = time.perf_counter() - t0
+    orig = realtime_mod.replan
+    realtime_mod.replan = lambda *a, **k: orig(*a, **k, formulation=formulation)
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        rt.on_step(0, fleet, [req], resolved=False)
+        total_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        realtime_mod.replan = orig
     rec = rt.records["R"]
-    return {"plan_s": plan_s, "replan_s": total_s, "status": rec.status, "reason": rec.reason,
+    return {"plan_s": plan_s, "replan_s": total_s, "cpu_s": cpu_s, "status": rec.status, "reason": rec.reason,
             "requested_kw": float(req["p_kw"]), "accepted_kw": float(rec.accepted.min())}
 
 
@@ -87,15 +99,23 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per case; the fastest counts")
     ap.add_argument("--small", action="store_true", help="only the seed 003 scale")
     args = ap.parse_args()
-    print("| grid | EVs | request | smart plan [s] | re-plan [s] | target [s] | requested [kW] | accepted [kW] "
-          "| status | reason |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| grid | EVs | request | smart plan [s] | re-plan, chain QP [s] | re-plan [s] | re-plan CPU, chain "
+          "/ energy [s] | target [s] | requested [kW] | accepted [kW] | status | reason |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for network, n, vmin, vmax in CASES[:1] if args.small else CASES:
         target = 1.0 if n <= 100 else 5.0
         for kind in ("inside", "beyond"):
-            runs = [_one(network, n, vmin, vmax, kind) for _ in range(max(1, args.repeat))]
-            best = min(runs, key=lambda r: r["replan_s"])
-            print(f"| {network} | {n} | {kind} | {min(r['plan_s'] for r in runs):.3f} | {best['replan_s']:.3f} "
+            # the first QP formulation and the current one, alternated (side by side
+            # under the same load); the fastest of --repeat runs of each
+            runs = {"chain": [], "energy": []}
+            for _ in range(max(1, args.repeat)):
+                for f in runs:
+                    runs[f].append(_one(network, n, vmin, vmax, kind, f))
+            old = min(runs["chain"], key=lambda r: r["replan_s"])
+            best = min(runs["energy"], key=lambda r: r["replan_s"])
+            cpu = (min(r["cpu_s"] for r in runs["chain"]), min(r["cpu_s"] for r in runs["energy"]))
+            print(f"| {network} | {n} | {kind} | {min(r['plan_s'] for r in runs['energy']):.3f} "
+                  f"| {old['replan_s']:.3f} | {best['replan_s']:.3f} | {cpu[0]:.3f} / {cpu[1]:.3f} "
                   f"| {target:g} | {best['requested_kw']:.1f} | {best['accepted_kw']:.1f} | {best['status']} "
                   f"| {best['reason'] or '-'} |", flush=True)
 

@@ -57,11 +57,29 @@ def _last_activations(case_dir: Path):
 
 def plot_realtime(case_dirs: Mapping[str, Path], reference: str, start: dt.datetime, step_s: int,
                   vm_min_pu: float, out_dir: Path, soc_target: float, charger_kw: float,
-                  efficiency: float) -> list[Path]:
-    """Write the four figures of the module docstring; returns their paths."""
+                  efficiency: float, evs: Mapping[str, Mapping] | None = None,
+                  references: Mapping[str, str] | None = None) -> list[Path]:
+    """Write the four figures of the module docstring; returns their paths.
+
+    ``soc_target``, ``charger_kw``, ``efficiency`` (and the fleet's ``battery_kwh``
+    from each case's metadata) describe every EV unless ``evs`` gives them per EV:
+    ev_id -> ``capacity_kwh``, ``charger_kva``, ``efficiency``, ``soc_target``
+    (a seed 003 fleet: catalogue batteries, 11/3.7 kW chargers, eq. (19) departure
+    energies). ``references`` names, per case with calls, the case without calls
+    its delivered power is measured against (default ``reference``: e.g. the
+    forecast-error case against the no-call case with the same forecasts).
+    """
     out_dir = Path(out_dir)
     written = []
-    p_ref = pivot(case_dirs[reference], "EV", "p_kw").fillna(0.0).sum(axis=1)
+    references = dict(references or {})
+    p_refs = {}
+
+    def p_ref_of(name):
+        ref = references.get(name, reference)
+        if ref not in p_refs:
+            p_refs[ref] = pivot(case_dirs[ref], "EV", "p_kw").fillna(0.0).sum(axis=1)
+        return ref, p_refs[ref]
+
     dso_cases = {n: d for n, d in case_dirs.items() if _last_activations(d) is not None}
 
     # --- requested vs delivered
@@ -80,8 +98,9 @@ def plot_realtime(case_dirs: Mapping[str, Path], reference: str, start: dt.datet
             times = _times(idx, start)
             ax.step(times, requested, where="post", color="black", linestyle="--", label="requested")
             ax.step(times, accepted, where="post", color="tab:orange", label="accepted (re-plan)")
+            ref, p_ref = p_ref_of(name)
             ax.step(times, (p - p_ref.reindex(idx, fill_value=0.0)).to_numpy(), where="post", color="tab:blue",
-                    alpha=0.8, label=f"delivered (EV power - {reference})")
+                    alpha=0.8, label=f"delivered (EV power - {ref})")
             ax.set_ylabel("change [kW]")
             ax.set_title(name, fontsize=9)
             _format_time_axis(ax)
@@ -130,9 +149,12 @@ def plot_realtime(case_dirs: Mapping[str, Path], reference: str, start: dt.datet
     fig, ax = plt.subplots(figsize=(10, 4))
     for name, d in case_dirs.items():
         ev = read_table(d, "EV")
-        cap = float(json.loads((d / "metadata.json").read_text())["config"]["fleet"]["battery_kwh"])
         soc = ev.pivot(index="time_s", columns="entity", values="soc")
         plugged = ev.pivot(index="time_s", columns="entity", values="plugged").fillna(False).astype(bool)
+        fleet_kwh = float(json.loads((d / "metadata.json").read_text())["config"]["fleet"]["battery_kwh"])
+        spec = lambda key, default: np.array([float((evs or {}).get(str(c), {}).get(key, default))  # noqa: E731
+                                              for c in soc.columns])
+        cap = spec("capacity_kwh", fleet_kwh)
         energy = (soc.ffill() * cap).sum(axis=1)
         ax.plot(_times(energy.index, start), energy.to_numpy(), label=f"{name}: fleet energy", linewidth=1.0)
         if name == reference:
@@ -142,9 +164,10 @@ def plot_realtime(case_dirs: Mapping[str, Path], reference: str, start: dt.datet
             dep = np.array([idx[plugged[c].to_numpy()].max() + step_s if plugged[c].any() else idx[-1]
                             for c in plugged.columns])
             e_first = soc.bfill().iloc[0].to_numpy() * cap
-            e_dep = soc_target * cap
+            e_dep = spec("soc_target", soc_target) * cap
             rem_h = np.maximum(dep[None, :] - idx[:, None], 0.0) / 3600.0
-            e_min = np.maximum(e_dep - efficiency * charger_kw * rem_h, np.minimum(e_first, e_dep))
+            e_min = np.maximum(e_dep - spec("efficiency", efficiency) * spec("charger_kva", charger_kw) * rem_h,
+                               np.minimum(e_first, e_dep))
             ax.plot(_times(idx, start), e_min.sum(axis=1), color="black", linestyle="--",
                     label="minimum-energy curve (eq. (1))")
     ax.set_ylabel("energy in the batteries [kWh]")

@@ -899,9 +899,20 @@ def run_scenario(scenario: Scenario, out: Path, only: Sequence[str] | None = Non
                 from scenarios.realtime_plots import plot_realtime
 
                 f = first.fleet
+                ref_case = next(c for c in cases if c.name == reference)
+                specs = fleet_specs(ref_case, load_network(ref_case.grid.network, ref_case.base_dir))
+                evs = {s.ev_id: {"capacity_kwh": s.capacity_kwh, "charger_kva": s.charger_kva,
+                                 "efficiency": s.efficiency, "soc_target": s.soc_target} for s in specs}
+                # a case with calls is measured against the case without calls that
+                # knows the same (forecasts, fleet, grid), else the first without calls
+                plain = [c for c in cases if not c.dso.policies and c.name in {r.name for r in results}]
+                same = lambda a, b: (a.baseload, a.pv, a.scheduler, a.fleet, a.grid) == (  # noqa: E731
+                    b.baseload, b.pv, b.scheduler, b.fleet, b.grid)
+                references = {c.name: next((p.name for p in plain if same(p, c)), reference)
+                              for c in cases if c.dso.policies}
                 plot_realtime({r.name: r.out_dir for r in results}, reference, first.scenario.start,
                               first.scenario.step_s, first.grid.vm_min_pu, out, f.soc_target, f.charger_kva,
-                              f.efficiency)
+                              f.efficiency, evs=evs, references=references)
     if len(failures) == 1:
         raise failures[0]
     if failures:

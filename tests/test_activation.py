@@ -143,3 +143,28 @@ def test_flex_max_plan_as_baseline():
     r = replan(plan, "down", float(down[k].sum()), np.array([k]), np.ones(v, bool))
     assert r.reason == "" and r.accepted_kw[k] == pytest.approx(down[k].sum(), rel=0.01)
     assert np.all(plan.energy(r.p_kw)[-1] >= problem.soc_target * cap - 1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), direction=st.sampled_from(["up", "down"]), with_grid=st.booleans())
+def test_energy_formulation_is_the_chain_qp(seed, direction, with_grid):
+    """``formulation="energy"`` (default, dp substituted) gives the chain QP's plan."""
+    rng = np.random.default_rng(seed)
+    t, v = 8, 5
+    plugged = np.ones((t, v), bool)
+    plugged[rng.integers(3, t, v), np.arange(v)] = False
+    plugged = np.cumprod(plugged, axis=0).astype(bool)  # leaves and stays away
+    p = np.where(plugged, rng.uniform(0, 10, (t, v)), 0.0)
+    plan = plan_of(p, e_max=80.0, e_dep=10.0, plugged=plugged)
+    plan = PlanEVs(**{**plan.__dict__, "bus": np.arange(v) % 2, "col": np.arange(v) % 2})
+    grid = None
+    if with_grid:
+        grid = GridModel(vm_base_pu=np.full((t, 2), 0.955), dvm_dp=np.array([[-1e-3, -5e-4], [-5e-4, -2e-3]]),
+                         vm_min_pu=0.95, vm_max_pu=1.05)
+    steps = np.array([1, 2])
+    amount = float(rng.uniform(1, 30))
+    a = replan(plan, direction, amount, steps, np.ones(v, bool), grid=grid, formulation="chain")
+    b = replan(plan, direction, amount, steps, np.ones(v, bool), grid=grid)
+    assert a.ok and b.ok and a.reason == b.reason
+    np.testing.assert_allclose(b.accepted_kw, a.accepted_kw, atol=1e-4)
+    np.testing.assert_allclose(b.p_kw, a.p_kw, atol=5e-3)  # solver tolerance (the QP is strictly convex in dp)

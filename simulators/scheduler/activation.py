@@ -204,7 +204,7 @@ class Replan:
 
 
 def replan(plan: PlanEVs, direction: str, p_req_kw, steps: np.ndarray, movable: np.ndarray,
-           grid: GridModel | None = None, time_limit_s: float = 10.0) -> Replan:
+           grid: GridModel | None = None, time_limit_s: float = 10.0, formulation: str = "energy") -> Replan:
     """Serve a request: change the movable EVs' total power by ``p_req_kw`` over ``steps``.
 
     Solves the convex QP (variables ``dp`` = change of each plugged (t, v) pair of
@@ -238,6 +238,13 @@ def replan(plan: PlanEVs, direction: str, p_req_kw, steps: np.ndarray, movable: 
     grid : GridModel, optional
         Grid limits (None: none).
     time_limit_s : float
+    formulation : str
+        ``"energy"`` (default): the QP in the energy changes alone (``dp``
+        substituted by the differences of ``de`` along each EV's chain, the power
+        boxes as inequality rows); ``"chain"``: ``dp`` and ``de`` both variables,
+        linked by equality rows (the first version). The same QP: plans agree to
+        the solver's tolerance (< 5e-3 kW, tests/test_activation.py); "energy"
+        has half the variables (bench/realtime.py).
 
     Returns
     -------
@@ -258,7 +265,7 @@ def replan(plan: PlanEVs, direction: str, p_req_kw, steps: np.ndarray, movable: 
         reason = "" if req.max() < TOL_KW and steps.size else "no_evs"
         return Replan(True, plan.p_kw.copy(), zero, req, reason, time.perf_counter() - t0,
                       "no movable EV plugged in during the request" if reason else "nothing requested")
-    res = _solve(plan, sigma, req, steps, mask, grid, time_limit_s)
+    res = _solve(plan, sigma, req, steps, mask, grid, time_limit_s, formulation)
     if res is None:
         return Replan(False, plan.p_kw.copy(), zero, req, "solver_failed", time.perf_counter() - t0,
                       "PIQP did not solve the re-plan: the previous plan is kept")
@@ -266,23 +273,23 @@ def replan(plan: PlanEVs, direction: str, p_req_kw, steps: np.ndarray, movable: 
     short = np.where(req > 0, np.maximum(req - accepted, 0.0), 0.0)
     reason = ""
     if short.max(initial=0.0) > TOL_KW:
-        reason = _shortfall_reason(plan, sigma, req, steps, mask, grid, accepted, time_limit_s)
+        reason = _shortfall_reason(plan, sigma, req, steps, mask, grid, accepted, time_limit_s, formulation)
     return Replan(True, p_new, accepted, short, reason, time.perf_counter() - t0, "PIQP solved")
 
 
-def _shortfall_reason(plan, sigma, req, steps, mask, grid, accepted, time_limit_s) -> str:
+def _shortfall_reason(plan, sigma, req, steps, mask, grid, accepted, time_limit_s, formulation="energy") -> str:
     """Why the request was not served in full (:data:`REASONS`)."""
     charger = np.where(mask, plan.p_max_kw - plan.p_kw if sigma > 0 else plan.p_kw, 0.0).sum(axis=1)
     if np.any(charger[steps] < req[steps] - TOL_KW):
         return "charger_limit"
     if grid is not None:
-        free = _solve(plan, sigma, req, steps, mask, None, time_limit_s)
+        free = _solve(plan, sigma, req, steps, mask, None, time_limit_s, formulation)
         if free is not None and np.sum(free[1][steps]) > np.sum(accepted[steps]) + TOL_KW:
             return "grid_limit"
     return "ev_needs"
 
 
-def _solve(plan, sigma, req, steps, mask, grid, time_limit_s):
+def _solve(plan, sigma, req, steps, mask, grid, time_limit_s, formulation="energy"):
     """Assemble and solve the QP of :func:`replan`; (p_new, accepted) or None."""
     import piqp
 
@@ -315,9 +322,10 @@ def _solve(plan, sigma, req, steps, mask, grid, time_limit_s):
     rhs.append(np.zeros(n_pair))
     n_eq = n_pair
     # request rows: sigma sum dp[t] + s_t = req_t
-    pos = {int(s): i for i, s in enumerate(steps)}
-    in_req = np.array([int(x) in pos for x in t], dtype=bool)
-    rr = np.array([pos[int(x)] for x in t[in_req]], dtype=int)
+    order = np.argsort(steps, kind="stable")
+    at = np.minimum(np.searchsorted(steps[order], t), n_s - 1)
+    in_req = steps[order][at] == t
+    rr = order[at[in_req]]
     add(n_eq + rr, i_dp[in_req], np.full(rr.size, sigma))
     add(n_eq + np.arange(n_s), i_s, np.ones(n_s))
     rhs.append(req[steps])
@@ -352,12 +360,36 @@ def _solve(plan, sigma, req, steps, mask, grid, time_limit_s):
     st.eps_abs = 1e-8
     st.eps_rel = 1e-9
     has_g = G is not None and G.shape[0] > 0
-    solver.setup(P, c, A, b, G if has_g else None, h_lo if has_g else None, h_hi if has_g else None, lb, ub)
+    if not has_g:
+        G = sp.csc_matrix((0, n_all))
+        h_lo = h_hi = np.zeros(0)
+    if formulation == "energy":
+        # substitute dp = D de (D: eta dt differences along each EV's chain): the
+        # chain rows vanish and the power boxes become rows of G; the same QP with
+        # half the variables and a smaller KKT system (bench/realtime.py)
+        gain_inv = 1.0 / gain
+        jj = np.flatnonzero(same)
+        D = sp.csc_matrix((np.concatenate([gain_inv, -gain_inv[jj]]),
+                           (np.concatenate([r, jj]), np.concatenate([r, jj - 1]))), shape=(n_pair, n_pair))
+        n_rest = n_s + n_agg
+        T = sp.vstack([sp.hstack([D, sp.csc_matrix((n_pair, n_rest))]),
+                       sp.identity(n_pair + n_rest, format="csc")], format="csc")
+        keep = slice(n_pair, None)
+        P2 = (T.T @ P @ T).tocsc()
+        A2 = (A[keep] @ T).tocsc()
+        G2 = sp.vstack([sp.hstack([D, sp.csc_matrix((n_pair, n_rest))]), G @ T], format="csc")
+        h_lo2 = np.concatenate([lb[i_dp], h_lo])
+        h_hi2 = np.concatenate([ub[i_dp], h_hi])
+        solver.setup(P2, T.T @ c, A2, b[keep], G2, h_lo2, h_hi2, lb[n_pair:], ub[n_pair:])
+    else:
+        solver.setup(P, c, A, b, G if has_g else None, h_lo if has_g else None, h_hi if has_g else None, lb, ub)
     t0 = time.perf_counter()
     status = solver.solve()
     if status != piqp.PIQP_SOLVED or time.perf_counter() - t0 > 1.5 * time_limit_s:
         return None
     x = np.asarray(solver.result.x)
+    if formulation == "energy":
+        x = T @ x
     dp = np.zeros((n_t, n_v))
     dp[t, v] = x[i_dp]
     p_new = np.clip(plan.p_kw + dp, 0.0, plan.p_max_kw)

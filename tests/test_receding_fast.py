@@ -122,3 +122,36 @@ def test_receding_seeded_reproducible_and_exact(mv_sens, name):
     np.testing.assert_allclose(a.soc, full.soc, atol=1e-6)
     if name == "smart":
         np.testing.assert_allclose(a.p_kw, full.p_kw, atol=1e-4)
+
+
+def with_duplicates(p, copies=3):
+    """Every EV of ``p`` present ``copies`` times (identical for the optimiser)."""
+    idx = np.repeat(np.arange(p.n_evs), copies)
+    fields = {k: np.asarray(getattr(p, k))[idx] for k in (
+        "ev_col", "capacity_kwh", "s_max_kva", "efficiency", "soc0", "soc_target", "soc_min", "soc_max",
+        "can_discharge", "can_reactive")}
+    return replace(p, ev_ids=np.arange(idx.size), plugged=np.asarray(p.plugged)[:, idx], **fields)
+
+
+@pytest.mark.parametrize("name", OPT)
+def test_aggregation_of_identical_evs_is_exact(mv_sens, name):
+    """Identical EVs solved as one group EV: the pyomo optimum, and (smart) the powers of
+    the solve without aggregation, split equally."""
+    p = with_duplicates(mv_problem(mv_sens, n_per_bus=2, n_steps=12))
+    grouped, inverse, mult = mm.aggregate_identical(p)
+    assert grouped is not None and grouped.n_evs == p.n_evs // 3 and np.all(mult == 3)
+    np.testing.assert_array_equal(grouped.ev_col[inverse], p.ev_col)
+    ref = solve(p, StrategyOptions(name=name, solver="highs"), path="pyomo")
+    agg = solve(p, StrategyOptions(name=name))
+    plain = solve(p, StrategyOptions(name=name, aggregate=False))
+    assert agg.status == plain.status == "optimal"
+    assert agg.objective == pytest.approx(ref.objective, rel=1e-6)
+    assert agg.objective == pytest.approx(plain.objective, rel=1e-6)
+    np.testing.assert_array_equal(agg.p_kw[:, 0::3], agg.p_kw[:, 1::3])  # split equally
+    if name == "smart":
+        np.testing.assert_allclose(agg.p_kw, plain.p_kw, atol=1e-5)
+        assert_powers_close(agg.p_kw, ref.p_kw)
+    if name == "smart_q":
+        np.testing.assert_allclose(agg.q_kvar, plain.q_kvar, atol=1e-4)
+    with pytest.raises(ValueError, match="aggregate"):
+        StrategyOptions(aggregate=1).validate()

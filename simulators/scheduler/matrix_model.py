@@ -139,7 +139,7 @@ def _var_counter():
 
 
 def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | None = None,
-          vm_allowed: dict | None = None) -> MatrixQP:
+          vm_allowed: dict | None = None, ev_mult: np.ndarray | None = None) -> MatrixQP:
     """Assemble problem (12) of seed 000 for strategy ``options.name``.
 
     Two passes when row screening leaves at least a quarter of the steps without any
@@ -165,6 +165,11 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
         may be kept (constraint generation, :func:`solve_generated`); rows the base
         load alone breaks (soft rows) are always kept. None: every row screening
         keeps.
+    ev_mult : ndarray of int, shape (V,), optional
+        Each "EV" of ``problem`` stands for ``ev_mult`` identical EVs (exact
+        aggregation, :func:`aggregate_identical`: its capacity and rating are
+        already the group's totals): its SOC terms of eq. (8) count ``ev_mult``
+        times and ``q_weight`` applies to each member's ``Q = Q_group / ev_mult``.
 
     Returns
     -------
@@ -173,10 +178,10 @@ def build(problem: ChargingProblem, options: StrategyOptions, consts: dict | Non
         could not drop (the rows a solution has to be checked against).
     """
     consts = md.grid_constants(problem) if consts is None else consts
-    qp = _build(problem, options, consts, None, vm_allowed)
+    qp = _build(problem, options, consts, None, vm_allowed, ev_mult)
     if qp.row_steps is not None and qp.row_steps.sum() <= _SECOND_PASS_SHARE * qp.row_steps.size:
         try:
-            qp = _build(problem, options, consts, qp.row_steps, vm_allowed)
+            qp = _build(problem, options, consts, qp.row_steps, vm_allowed, ev_mult)
         except _ScreeningMismatch:
             pass  # rounding at a screening threshold: keep the first (complete) pass
     return qp
@@ -187,7 +192,8 @@ class _ScreeningMismatch(Exception):
 
 
 def _build(problem: ChargingProblem, options: StrategyOptions, consts: dict,
-           grid_steps: np.ndarray | None, vm_allowed: dict | None = None) -> MatrixQP:
+           grid_steps: np.ndarray | None, vm_allowed: dict | None = None,
+           ev_mult: np.ndarray | None = None) -> MatrixQP:
     """One assembly pass of :func:`build`.
 
     Parameters
@@ -501,6 +507,9 @@ def _build(problem: ChargingProblem, options: StrategyOptions, consts: dict,
     # --- objective (11): sum w (soc - soc*)^2 + k (P+ + P-) + q_weight Q^2 + penalty slack
     # (power terms once per step: weight d_n, the steps a decision covers)
     w, n_const = md.soc_weights(plugged, t, v)
+    mult = np.ones(n_evs) if ev_mult is None else np.asarray(ev_mult, dtype=float)
+    w = w * mult[v]
+    n_const = n_const * mult
     target = np.asarray(problem.soc_target, dtype=float)
     soc0 = np.asarray(problem.soc0, dtype=float)
     pdiag = np.zeros(n_var)
@@ -510,7 +519,7 @@ def _build(problem: ChargingProblem, options: StrategyOptions, consts: dict,
     const = float(np.sum(w * target[v] ** 2) + np.sum(n_const * (soc0 - target) ** 2))
     c[i_pp] += options.k_weight * d_n
     c[i_pm[is_d]] += options.k_weight * d_n[is_d]
-    pdiag[i_q[is_q]] = 2.0 * options.q_weight * d_n[is_q]
+    pdiag[i_q[is_q]] = 2.0 * options.q_weight * d_n[is_q] / mult[d_v][is_q]
     slack_idx, slack_unit, slack_info = [], [], []
     for kind, ids, steps, unit, idx in slack_specs:
         lb[idx] = 0.0
@@ -784,6 +793,51 @@ class Generated:
     vm_allowed: dict | None
 
 
+def aggregate_identical(problem: ChargingProblem):
+    """Group EVs that are identical for the optimiser (exact aggregation).
+
+    EVs with the same bus, plug window, capacity, rating, efficiency, SOC (bit for
+    bit), SOC target and limits and capabilities have the same optimal SOC
+    trajectory: the problem is convex and symmetric under swapping them, the SOC
+    terms of eq. (8) are strictly convex, so the average of an optimum and its
+    swapped copy is optimal and the SOC trajectories of an optimum coincide. One
+    "group EV" with ``m`` times the capacity and rating then has the same SOC
+    dynamics (eq. (10)) and, with its SOC terms counted ``m`` times, the same
+    objective (eq. (11)); its powers split equally among the members.
+
+    Returns
+    -------
+    grouped : ChargingProblem or None
+        The problem with one EV per group (None when no two EVs are identical).
+    inverse : ndarray of int, shape (V,)
+        Group of each EV.
+    mult : ndarray of int, shape (G,)
+        EVs per group.
+    """
+    plugged = np.asarray(problem.plugged, dtype=bool)
+    cols = [np.asarray(problem.ev_col, dtype=float)]
+    for name in ("capacity_kwh", "s_max_kva", "efficiency", "soc0", "soc_target", "soc_min", "soc_max",
+                 "can_discharge", "can_reactive"):
+        cols.append(np.asarray(getattr(problem, name), dtype=float))
+    key = np.concatenate([np.stack(cols, axis=1), plugged.T.astype(float)], axis=1)
+    _, first, inverse, mult = np.unique(key, axis=0, return_index=True, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    if first.size == problem.n_evs:
+        return None, np.arange(problem.n_evs), np.ones(problem.n_evs, dtype=int)
+    # groups in the order of their first member (keeps the EV order of the problem)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    first, mult, inverse = first[order], mult[order], rank[inverse]
+    pick = {name: np.asarray(getattr(problem, name))[first] for name in (
+        "ev_ids", "ev_col", "efficiency", "soc0", "soc_target", "soc_min", "soc_max", "can_discharge",
+        "can_reactive")}
+    grouped = replace(problem, capacity_kwh=np.asarray(problem.capacity_kwh, dtype=float)[first] * mult,
+                      s_max_kva=np.asarray(problem.s_max_kva, dtype=float)[first] * mult,
+                      plugged=plugged[:, first], **pick)
+    return grouped, inverse, mult
+
+
 def linear_vm(problem: ChargingProblem, consts: dict, p_kw: np.ndarray, q_kvar: np.ndarray) -> np.ndarray:
     """Linearised bus voltages (eq. (12f)) with the EV powers ``p_kw``/``q_kvar`` (T, V), (T, n) [pu]."""
     n_bus = int(np.shape(problem.sens.bus_ids)[0])
@@ -795,7 +849,7 @@ def linear_vm(problem: ChargingProblem, consts: dict, p_kw: np.ndarray, q_kvar: 
 
 
 def solve_generated(problem: ChargingProblem, options: StrategyOptions, consts: dict | None = None,
-                    seed: dict | None = None) -> Generated:
+                    seed: dict | None = None, ev_mult: np.ndarray | None = None) -> Generated:
     """Assemble and solve, voltage rows (12g) by constraint generation when asked.
 
     With ``options.row_generation`` and a ``seed`` (voltage rows of an earlier,
@@ -824,7 +878,7 @@ def solve_generated(problem: ChargingProblem, options: StrategyOptions, consts: 
     lim = problem.limits
     shape = np.shape(consts["vm"])
     if not options.row_generation or seed is None:
-        qp = build(problem, options, consts)
+        qp = build(problem, options, consts, ev_mult=ev_mult)
         build_s = time.perf_counter() - t_start
         raw = solve_qp(qp, options)
         if not options.row_generation or not raw.ok:
@@ -843,7 +897,7 @@ def solve_generated(problem: ChargingProblem, options: StrategyOptions, consts: 
     while True:
         t0 = time.perf_counter()
         last = rounds + 1 >= _GEN_MAX_ROUNDS
-        qp = build(problem, options, consts, None if last else allowed)
+        qp = build(problem, options, consts, None if last else allowed, ev_mult)
         build_s += time.perf_counter() - t0
         remaining = options.time_limit_s - (time.perf_counter() - t_start)
         if remaining <= 0:

@@ -287,6 +287,12 @@ class StrategyOptions:
         breaks, add the omitted rows the solution violates (and those near their
         bound), re-solve until none is violated. False: every row screening keeps,
         in one solve (the path before issue 17).
+    aggregate : bool
+        Matrix path: EVs identical for the optimiser (same bus, plug window,
+        parameters and SOC bit for bit) are solved as one EV of the group's size
+        and their powers split equally (exact; see
+        :func:`.matrix_model.aggregate_identical`). In receding runs the EVs an
+        optimal plan charged to the same SOC (full ones, mostly) collapse this way.
     """
 
     name: str = "smart"
@@ -302,6 +308,7 @@ class StrategyOptions:
     fine_steps: int | None = None
     block_steps: int = 4
     row_generation: bool = True
+    aggregate: bool = True
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field outside its allowed range."""
@@ -329,6 +336,8 @@ class StrategyOptions:
             raise ValueError(f"block_steps must be a positive integer, got {self.block_steps}")
         if not isinstance(self.row_generation, (bool, np.bool_)):
             raise ValueError(f"row_generation must be a bool, got {self.row_generation!r}")
+        if not isinstance(self.aggregate, (bool, np.bool_)):
+            raise ValueError(f"aggregate must be a bool, got {self.aggregate!r}")
         if self.fine_steps is not None and self.solver == "highs":
             raise ValueError("fine_steps (move blocking) is implemented on the matrix path only, "
                              "not with solver='highs'")

@@ -77,9 +77,16 @@ def solve(problem: ChargingProblem, options: StrategyOptions | None = None, *,
     if path == "matrix":
         from . import matrix_model as mm
 
-        gen = mm.solve_generated(problem, options, consts=consts, seed=seed_rows)
-        qp, raw, build_s = gen.qp, gen.raw, gen.build_s
+        t0 = time.perf_counter()
+        grouped, inverse, mult = mm.aggregate_identical(problem) if options.aggregate else (None, None, None)
+        agg_s = time.perf_counter() - t0
+        gen = mm.solve_generated(problem if grouped is None else grouped, options, consts=consts,
+                                 seed=seed_rows, ev_mult=None if grouped is None else mult)
+        qp, raw, build_s = gen.qp, gen.raw, gen.build_s + agg_s
         result = mm.extract(qp, raw.x) if raw.ok else None
+        if result is not None and grouped is not None:
+            share = 1.0 / mult[inverse]
+            result = dict(result, **{key: result[key][:, inverse] * share for key in ("p_plus", "p_minus", "q")})
         vm_rows = gen.vm_allowed
     else:
         from . import pyomo_model as pm

@@ -18,6 +18,7 @@ is checked here, with the others, in the same single pass.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import datetime as dt
 import re
 import tomllib
@@ -34,6 +35,10 @@ STARTERS = ("python", "cmd", "connect")
 SIMULATOR_NAMES = ("grid", "baseload", "der", "pv", "fleet", "scheduler", "recorder", "dso")
 DER_OPTIONS = ("auto", "profile", "off", "pv", "static")
 BASELOAD_SOURCES = ("simbench", "csv", "nominal")
+#: who computes the power flow: the project's grid, or the stock mosaik-pandapower-2 package
+GRID_SIMULATORS = ("builtin", "mosaik-pandapower-2")
+#: who serves a CSV base load: the project's simulator, or the stock mosaik-csv package
+BASELOAD_READERS = ("builtin", "mosaik-csv")
 ARRIVALS = ("gev", "fixed")
 #: fleet.sampling: seed 000 counts per bus, or seed 003 commuters on the loads (simulators/ev_fleet/commuters.py)
 FLEET_SAMPLINGS = ("counts", "seed003")
@@ -113,6 +118,9 @@ class GridConfig:
     der_forecast_error_std: float = field(default=0.0, metadata=_spec(lo=0, hi=1))
     # SimBench study case (snapshot): loads, sgens and slack voltage of that case
     study_case: str = field(default="", metadata=_spec(choices=("", *SIMBENCH_STUDY_CASES)))
+    # "mosaik-pandapower-2": the power flow in the stock simulator (adapters/pandapower2.py;
+    # docs/external_simulators.md): no transformer results, a non-converged step fails the run
+    simulator: str = field(default="builtin", metadata=_spec(choices=GRID_SIMULATORS))
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,9 @@ class BaseLoadConfig:
 
     source: str = field(default="simbench", metadata=_spec(choices=BASELOAD_SOURCES))
     csv_path: str = ""
+    # "mosaik-csv": the stock mosaik_csv:CSV simulator serves csv_path (adapters/load_relay.py;
+    # docs/external_simulators.md); the scheduler's forecast still reads the file itself
+    reader: str = field(default="builtin", metadata=_spec(choices=BASELOAD_READERS))
     scale: float = field(default=1.0, metadata=_spec(lo=0, hi=10))
     # load-name prefix -> SimBench profile name; "*" is the fallback
     profiles: dict = field(default_factory=lambda: {"R": "H0-A", "C": "G1-A", "I": "G3-A", "*": "H0-A"})
@@ -662,6 +673,18 @@ def _check_baseload_data(cases: list[Case], problems: list[str]) -> None:
         except (ProfileDataError, BaseLoadError) as exc:
             text = str(exc) if b.csv_path in str(exc) else f"{b.csv_path}: {exc}"
             problems.append(f"baseload.csv_path (case {case.name!r}): {text}")
+            continue
+        if b.reader == "mosaik-csv":
+            # mosaik-csv holds each row until the next one; the built-in reader takes step
+            # means. They agree (and the relay's loads are the built-in's) on rows one step apart.
+            from adapters.profiles import read_timeseries_csv
+
+            index = read_timeseries_csv(case.base_dir / b.csv_path).frame.index
+            gaps = {float(g) for g in index.to_series().diff().dropna().dt.total_seconds()}
+            if gaps != {float(m.step_s)}:
+                problems.append(f"baseload.reader (case {case.name!r}): 'mosaik-csv' needs rows exactly "
+                                f"scenario.step_s = {m.step_s} s apart in {b.csv_path}, got spacings "
+                                f"{sorted(gaps)[:4]} s (use reader = 'builtin' to resample)")
 
 
 #: FlexOptions field -> scenario field of [scheduler]
@@ -825,6 +848,12 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
     ext_names = {n for n in sims_raw if n not in SIMULATOR_NAMES}
     externals = tuple(e for n in sorted(ext_names)
                       if (e := parse_external(n, sims_raw[n], base_dir, problems, ext_names)) is not None)
+    collectors = [e.name for e in externals if e.replaces == "recorder"]
+    if len(collectors) > 1:
+        problems.append(f"simulators: at most one collector may replace the recorder, got {collectors}")
+    if collectors and "recorder" in sims_raw:
+        problems.append(f"simulators.recorder: the recorder is replaced by simulators.{collectors[0]}; "
+                        "its starter cannot be set too")
 
     scenario_raw = raw.get("scenario")
     if not isinstance(scenario_raw, dict) or "end" not in scenario_raw:
@@ -848,6 +877,17 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
         csv = base_dir / baseload.csv_path
         if not baseload.csv_path or not csv.is_file():
             problems.append(f"baseload.csv_path: must name an existing CSV file when source = 'csv', got {baseload.csv_path!r}")
+    if grid is not None and grid.simulator == "mosaik-pandapower-2" \
+            and importlib.util.find_spec("mosaik_components.pandapower") is None:
+        problems.append("grid.simulator: 'mosaik-pandapower-2' needs the mosaik-pandapower-2 package "
+                        "(pip install mosaik-pandapower-2), which is not installed")
+    if baseload is not None and baseload.reader == "mosaik-csv":
+        if baseload.source != "csv":
+            problems.append(f"baseload.reader: 'mosaik-csv' serves a CSV file: needs source = 'csv', "
+                            f"got {baseload.source!r}")
+        elif importlib.util.find_spec("mosaik_csv") is None:
+            problems.append("baseload.reader: 'mosaik-csv' needs the mosaik-csv package "
+                            "(pip install mosaik-csv), which is not installed")
 
     cases_raw = raw.get("cases", [{}])
     if not isinstance(cases_raw, list) or not cases_raw:

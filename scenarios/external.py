@@ -128,7 +128,45 @@ def _proxy(world, sid: str):
     return world._async_world._proxies[sid]
 
 
-def build(world, case, entities: dict[str, dict[str, Any]], recorder) -> dict:
+def collector(case):
+    """The external simulator that replaces the recorder (``replaces = "recorder"``), or None."""
+    return next((e for e in case.externals if e.replaces == "recorder"), None)
+
+
+def init_params(ext, case, out_dir) -> dict:
+    """``init`` of an external table with ``{out_dir}`` (the case's output folder) and
+    ``{start_date}`` (``scenario.start`` as ``YYYY-MM-DD HH:MM:SS``) put into its strings."""
+    start = case.scenario.start.strftime("%Y-%m-%d %H:%M:%S")
+    return {k: v.replace("{out_dir}", str(out_dir)).replace("{start_date}", start) if isinstance(v, str) else v
+            for k, v in ext.init.items()}
+
+
+def start_collector(world, case, out_dir):
+    """Start the collector that replaces the recorder and create its entities.
+
+    Returns
+    -------
+    (entity, info)
+        Its first created entity (it gets every connection the built-in recorder
+        would get) and its entry for the summary.
+    """
+    ext = collector(case)
+    factory = world.start(ext.name, **init_params(ext, case, out_dir))
+    sid = factory._sid
+    _guard(_proxy(world, sid), ext.name, sid, case.scenario.start.isoformat())
+    made = []
+    for c in ext.create:
+        if c.model not in factory.meta["models"]:
+            raise ExternalSimulatorError(f"simulators.{ext.name}.create: model {c.model!r} is not in the "
+                                         f"simulator's META (models: {', '.join(factory.meta['models'])})")
+        made += getattr(factory, c.model).create(c.n, **c.params)
+    if not made:
+        raise ExternalSimulatorError(f"simulators.{ext.name}.create: created no entity")
+    return made[0], {"sim_id": sid, "starter": ext.starter, "entities": [e.eid for e in made],
+                     "replaces": "recorder", "connections": [], "tables": []}
+
+
+def build(world, case, entities: dict[str, dict[str, Any]], recorder, out_dir=None) -> dict:
     """Start, create, connect and record every external simulator of ``case``.
 
     Parameters
@@ -151,10 +189,11 @@ def build(world, case, entities: dict[str, dict[str, Any]], recorder) -> dict:
     ends = {k: dict(v) for k, v in entities.items()}
     info: dict[str, dict] = {}
     models: dict[str, dict[str, dict]] = {}  # sim -> eid -> model META
-    for ext in case.externals:
+    externals = [e for e in case.externals if not e.replaces]  # a collector is started first
+    for ext in externals:
         # the case's clock unless the table sets it; a simulator that does not take
         # these gets only what its table says (init parameters are its own)
-        factory = world.start(ext.name, **ext.init)
+        factory = world.start(ext.name, **init_params(ext, case, out_dir or "."))
         sid = factory._sid
         _guard(_proxy(world, sid), ext.name, sid, start_iso)
         created: dict[str, Any] = {}
@@ -181,7 +220,7 @@ def build(world, case, entities: dict[str, dict[str, Any]], recorder) -> dict:
                           "connections": [], "tables": []}
     scale_sim = None
     targets: dict[str, dict[str, set[str]]] = {}  # sim -> eid -> attrs fed by a connection
-    for ext in case.externals:
+    for ext in externals:
         for i, c in enumerate(ext.connections):
             field = f"simulators.{ext.name}.connections[{i}]"
             src, dst = _entity(ends, c.source, f"{field}.source"), _entity(ends, c.target, f"{field}.target")
@@ -205,7 +244,7 @@ def build(world, case, entities: dict[str, dict[str, Any]], recorder) -> dict:
             info[ext.name]["connections"].append(
                 f"{'.'.join(c.source)}.{c.from_attr} -> {'.'.join(c.target)}.{c.to_attr}"
                 + (f" x {c.scale:g}" if c.scale != 1.0 else "") + (" (time-shifted)" if c.time_shifted else ""))
-    for ext in case.externals:
+    for ext in externals:
         tables = set()
         for eid, entity in ends[ext.name].items():
             m = models[ext.name].get(eid, {})
@@ -238,4 +277,4 @@ def start_timeouts(externals: tuple[ExternalSimulator, ...]) -> list[float]:
     return [e.start_timeout_s for e in externals if e.starter != "python"]
 
 
-__all__ = ["ExternalSimulatorError", "build", "sim_config", "start_timeouts"]
+__all__ = ["ExternalSimulatorError", "build", "collector", "sim_config", "start_collector", "start_timeouts"]

@@ -45,7 +45,11 @@ BUILTIN_ENDS = ("Grid", "BaseLoad", "PV", "DER")
 
 STARTER_KEYS = ("python", "cmd", "connect")
 TABLE_KEYS = (*STARTER_KEYS, "init", "create", "connections", "record", "cwd", "start_timeout_s",
-              "step_timeout_s")
+              "step_timeout_s", "replaces", "results")
+#: what an external simulator may replace: ``replaces = "recorder"`` (a collector)
+REPLACEABLE = ("recorder",)
+#: collector output formats the project can read back into its tables (scenarios/collected.py)
+RESULT_FORMATS = ("mosaik-csv-writer",)
 CREATE_KEYS = ("model", "n", "params")
 CONNECTION_KEYS = ("source", "from", "target", "to", "scale", "unit", "time_shifted", "initial")
 
@@ -86,6 +90,12 @@ class ExternalSimulator:
     record: tuple[str, ...] | None = None  # attributes recorded (None: every non-input attr)
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S
     step_timeout_s: float = DEFAULT_STEP_TIMEOUT_S
+    # "recorder": this simulator's first created entity gets every connection the built-in
+    # recorder would get, and the built-in recorder is not started
+    replaces: str = ""
+    # how the project reads the collector's output back: {"format": ..., "file": ...}
+    # (file relative to the case's output folder); empty: summary figures not available
+    results: dict = field(default_factory=dict)
 
 
 def unit_scale(text: str) -> float:
@@ -276,11 +286,28 @@ def parse_external(name: str, raw: Any, base_dir: Path, problems: list[str],
     if record is not None and (not isinstance(record, list) or not all(isinstance(a, str) for a in record)):
         problems.append(f"{prefix}.record: must be an array of attribute names, got {record!r}")
         record = None
+    replaces = raw.get("replaces", "")
+    if replaces not in ("", *REPLACEABLE):
+        problems.append(f"{prefix}.replaces: must be one of {', '.join(REPLACEABLE)} (the built-in it "
+                        f"takes the place of), got {replaces!r}")
+    results = raw.get("results", {})
+    if results and not replaces:
+        problems.append(f"{prefix}.results: only for a collector (replaces = \"recorder\")")
+    elif results:
+        if not isinstance(results, dict) or set(results) - {"format", "file"} \
+                or results.get("format") not in RESULT_FORMATS or not isinstance(results.get("file"), str) \
+                or not results.get("file"):
+            problems.append(f"{prefix}.results: must be {{ format = one of {', '.join(RESULT_FORMATS)}, "
+                            f"file = \"<its output file, relative to the case's output folder>\" }}, "
+                            f"got {results!r}")
+    if replaces and conns:
+        problems.append(f"{prefix}.connections: a collector (replaces = \"recorder\") gets the recorder's "
+                        "connections; give none of its own")
     if len(problems) > before:
         return None
     return ExternalSimulator(name, starter, target.strip(), str((base_dir / cwd).resolve()), dict(init),
                              tuple(creates), tuple(conns), None if record is None else tuple(record),
-                             **timeouts)
+                             replaces=replaces, results=dict(results), **timeouts)
 
 
 def check_grid_ends(ext: ExternalSimulator, net, problems: list[str]) -> None:

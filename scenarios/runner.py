@@ -372,8 +372,93 @@ def sim_config(case: Case) -> dict:
         else:
             host, port = remote_watchdog.parse_addr(starter.addr)
             config[name] = remote_watchdog.WatchedConnectStarter(host, port, **timeouts)
+    if case.grid.simulator == "mosaik-pandapower-2":  # the stock grid and its two thin adapters
+        from adapters import pandapower2 as pp2
+
+        config[pp2.STOCK_SIM] = {"python": "mosaik_components.pandapower:Simulator"}
+        config[pp2.FEED_SIM] = {"python": "adapters.pandapower2:GridFeedSimulator"}
+        config[pp2.RESULTS_SIM] = {"python": "adapters.pandapower2:GridResultsSimulator"}
+    if case.baseload.reader == "mosaik-csv":  # stock mosaik-csv and the project's thin relay
+        config[STOCK_CSV_SIM] = {"python": "mosaik_csv:CSV"}
+        config[LOAD_RELAY_SIM] = {"python": "adapters.load_relay:LoadRelaySimulator"}
     config.update(external.sim_config(case.externals))  # [simulators.<user's name>]
     return config
+
+
+#: mosaik names of the stock mosaik-csv simulator and its relay (``baseload.reader = "mosaik-csv"``)
+STOCK_CSV_SIM, LOAD_RELAY_SIM = "BaseLoadCSV", "LoadRelay"
+
+
+def stock_csv_baseload(world, case: Case, base: BaseLoadModel, grid_children: dict, rec) -> dict:
+    """The base-load CSV served by the stock ``mosaik_csv:CSV`` simulator.
+
+    Its one entity publishes every column of the file (``Load-R1.p_kw`` [kW],
+    optionally ``Load-R1.q_kvar`` [kvar]); one relay per network load
+    (:mod:`adapters.load_relay`, named as the load) applies ``baseload.scale`` and,
+    without a q column, the load's ``tan(phi)``, as the built-in reader does, and
+    feeds the grid's ``Load-*`` and the recorder's ``Load`` table.
+
+    Returns
+    -------
+    dict
+        Load entity id -> relay entity (what external connections see as ``BaseLoad``).
+    """
+    meta, b = case.scenario, case.baseload
+    csv_sim = world.start(STOCK_CSV_SIM, sim_start=meta.start.isoformat(sep=" "),
+                          datafile=str(case.base_dir / b.csv_path))
+    (model,) = csv_sim.meta["models"]  # the file's first line (ours: "BaseLoad")
+    data = getattr(csv_sim, model).create(1)[0]
+    columns = set(csv_sim.meta["models"][model]["attrs"])
+    relay_sim = world.start(LOAD_RELAY_SIM, step_s=meta.step_s)
+    relays = {}
+    for spec in base.loads:
+        has_q = f"{spec.eid}.q_kvar" in columns
+        relay = relay_sim.Load(eid=spec.eid, scale=b.scale, tan_phi=None if has_q else spec.tan_phi)
+        world.connect(data, relay, (f"{spec.eid}.p_kw", "p_in"),
+                      *([(f"{spec.eid}.q_kvar", "q_in")] if has_q else []))
+        world.connect(relay, grid_children[spec.eid], "p_kw", "q_kvar")
+        world.connect(relay, rec, "p_kw", "q_kvar")
+        relays[spec.eid] = relay
+    return relays
+
+
+def stock_pandapower_grid(world, case: Case, net, ext_grid_vm: float | None, out_dir: Path):
+    """The case's grid on the stock mosaik-pandapower-2 simulator (``adapters/pandapower2.py``).
+
+    The network goes to it as ``out_dir/stock_grid.json`` (loads, sgens, storage at
+    zero power); one ``GridFeed`` entity per bus, load, sgen and storage unit,
+    named as the project's grid names them, puts their power [kW] at the stock
+    grid's bus [MW]; ``GridResults`` turns the stock grid's bus and line results
+    into the project grid's ``Grid`` outputs.
+
+    Returns
+    -------
+    (grid, children)
+        The ``Grid`` results entity (what the project's ``Grid`` entity is to the
+        scheduler, DSO and recorder) and entity id -> feed entity (what its
+        ``Bus-*``/``Load-*``/``Sgen-*``/``Storage-*`` children are to the inputs).
+    """
+    from adapters import pandapower2 as pp2
+
+    meta, g = case.scenario, case.grid
+    layout = pp2.stock_net_json(net, out_dir / "stock_grid.json", ext_grid_vm)
+    stock = world.start(pp2.STOCK_SIM, step_size=meta.step_s).Grid(json=str(out_dir / "stock_grid.json"))
+    stock_children = {e.eid: e for e in stock.children}
+    feed_sim = world.start(pp2.FEED_SIM, step_s=meta.step_s)
+    children = {}
+    for eid, bus, p_kw, q_kvar in layout["feeds"]:
+        feed = feed_sim.Feed(eid=eid, bus=bus, p_kw=p_kw, q_kvar=q_kvar)
+        world.connect(feed, stock_children[f"Bus-{bus}"], ("p_mw", "P_load[MW]"), ("q_mvar", "Q_load[MVar]"))
+        children[eid] = feed
+    bus_eids, line_eids = element_eids(net, "bus"), element_eids(net, "line")
+    results = world.start(pp2.RESULTS_SIM, step_s=meta.step_s).Grid(
+        bus_eids={str(i): e for i, e in bus_eids.items()}, line_eids={str(i): e for i, e in line_eids.items()},
+        vm_min_pu=g.vm_min_pu, vm_max_pu=g.vm_max_pu, max_line_loading_percent=g.max_line_loading_percent)
+    for i in bus_eids:
+        world.connect(stock_children[f"Bus-{i}"], results, "Vm[pu]", "Va[deg]")
+    for i in line_eids:
+        world.connect(stock_children[f"Line-{i}"], results, "I[kA]", "loading[%]")
+    return results, children
 
 
 def world_config(case: Case) -> dict:
@@ -571,33 +656,48 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
                       skip_greetings=True, configure_logging=False) as world:
         calls.watch(world)  # which simulator, call and step fails (scenarios/failure.py)
         # numpy columns (records, fleet_state) only if their consumers share the process
-        arrays = all(case.simulators[k].starter == "python" for k in ("recorder", "scheduler"))
+        coll = external.collector(case)  # a collector in the recorder's place (scenarios/collected.py)
+        arrays = coll is None and all(case.simulators[k].starter == "python" for k in ("recorder", "scheduler"))
         # First, so that its writer process starts while the others are set up. A
         # recorder in a process of its own writes there: mosaik ends remote
         # simulators without waiting for their finalize, so a writer process
         # under it could still be writing when the summary reads the results.
         writer = "process" if case.simulators["recorder"].starter == "python" and not check else "inline"
-        rec = world.start("Recorder").Recorder(out_dir=str(out_dir), metadata=metadata, writer=writer)
-        grid_sim = world.start("Grid", step_s=step_s, start_date=start_iso, numpy_columns=arrays)
-        grid = grid_sim.Grid(network=grid_cfg.network, vm_min_pu=grid_cfg.vm_min_pu,
-                             vm_max_pu=grid_cfg.vm_max_pu,
-                             max_line_loading_percent=grid_cfg.max_line_loading_percent,
-                             max_trafo_loading_percent=grid_cfg.max_trafo_loading_percent,
-                             ext_grid_vm_pu=ext_grid_vm, base_dir=str(case.base_dir),
-                             study_case=study_case)
-        children = {e.eid: e for e in grid.children}
+        if coll is None:
+            rec = world.start("Recorder").Recorder(out_dir=str(out_dir), metadata=metadata, writer=writer)
+        else:  # no earlier results left in out_dir; metadata.json as the recorder writes it
+            from simulators.recorder.model import StepWriter
+
+            StepWriter(out_dir).write_metadata(metadata)
+            rec, coll_info = external.start_collector(world, case, out_dir)
+        if grid_cfg.simulator == "mosaik-pandapower-2":  # the stock grid, adapters/pandapower2.py
+            grid, children = stock_pandapower_grid(world, case, net, ext_grid_vm, out_dir)
+        else:
+            grid_sim = world.start("Grid", step_s=step_s, start_date=start_iso, numpy_columns=arrays)
+            grid = grid_sim.Grid(network=grid_cfg.network, vm_min_pu=grid_cfg.vm_min_pu,
+                                 vm_max_pu=grid_cfg.vm_max_pu,
+                                 max_line_loading_percent=grid_cfg.max_line_loading_percent,
+                                 max_trafo_loading_percent=grid_cfg.max_trafo_loading_percent,
+                                 ext_grid_vm_pu=ext_grid_vm, base_dir=str(case.base_dir),
+                                 study_case=study_case)
+            children = {e.eid: e for e in grid.children}
         bus_eid = element_eids(net, "bus")  # the grid simulator names buses by this rule
 
-        bl_sim = world.start("BaseLoad", start_date=start_iso, step_s=step_s, horizon_s=meta.horizon_s,
-                             numpy_columns=arrays)
-        bl = bl_sim.BaseLoad(network=grid_cfg.network, source=case.baseload.source,
-                             csv_path=(str(case.base_dir / case.baseload.csv_path)
-                                       if case.baseload.source == "csv" else None),
-                             scale=case.baseload.scale, profiles=dict(case.baseload.profiles),
-                             base_dir=str(case.base_dir), study_case=study_case)
-        for load in bl.children:
-            world.connect(load, children[load.eid], "p_kw", "q_kvar")
-        recorded = [bl]  # simulators whose records (one table per step) go to the recorder
+        if case.baseload.reader == "mosaik-csv":  # the stock mosaik-csv serves the file
+            load_ends = stock_csv_baseload(world, case, base, children, rec)
+            recorded = []
+        else:
+            bl_sim = world.start("BaseLoad", start_date=start_iso, step_s=step_s, horizon_s=meta.horizon_s,
+                                 numpy_columns=arrays)
+            bl = bl_sim.BaseLoad(network=grid_cfg.network, source=case.baseload.source,
+                                 csv_path=(str(case.base_dir / case.baseload.csv_path)
+                                           if case.baseload.source == "csv" else None),
+                                 scale=case.baseload.scale, profiles=dict(case.baseload.profiles),
+                                 base_dir=str(case.base_dir), study_case=study_case)
+            for load in bl.children:
+                world.connect(load, children[load.eid], "p_kw", "q_kvar")
+            load_ends = {e.eid: e for e in bl.children}
+            recorded = [bl]  # simulators whose records (one table per step) go to the recorder
 
         if der is not None:  # every sgen and storage unit of the network
             der_sim = world.start("DER", start_date=start_iso, step_s=step_s,
@@ -667,12 +767,14 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
             world.connect(sched, rec, "records")
         ext_info = {}
         if case.externals:  # user simulators by configuration (scenarios/external.py)
-            ends = {"Grid": children, "BaseLoad": {e.eid: e for e in bl.children}}
+            ends = {"Grid": children, "BaseLoad": load_ends}
             if der is not None:
                 ends["DER"] = {e.eid: e for e in der_ent.children}
             if units:
                 ends["PV"] = {e.eid: e for e in plant.children}
-            ext_info = external.build(world, case, ends, rec)
+            ext_info = external.build(world, case, ends, rec, out_dir)
+            if coll is not None:
+                ext_info[coll.name] = coll_info
         setup_s = time.perf_counter() - wall0
         if check:  # everything World.run needs is built; the with block shuts it down
             return CaseResult(case.name, out_dir, {"checked": True, "setup_seconds": round(setup_s, 3)})
@@ -693,6 +795,17 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
         raise KeyboardInterrupt
     if calls.first is not None:  # a remote simulator's exception: mosaik logged it and returned
         raise _Incomplete()
+    if coll is not None:
+        if not coll.results:  # nothing the project can read: say so instead of a summary
+            if errors.messages:
+                raise _Incomplete()
+            return _collected_only(case, out_dir, coll, ext_info, drivers, wall0)
+        from scenarios.collected import import_mosaik_csv_writer
+
+        try:
+            import_mosaik_csv_writer(out_dir / coll.results["file"], out_dir, meta.start, metadata)
+        except (ValueError, SyntaxError) as exc:
+            raise ValueError(f"simulators.{coll.name}.results: {exc}") from exc
     wall = time.perf_counter() - wall0
     infos = [EVInfo(s.ev_id, s.capacity_kwh, s.efficiency, s.soc_target, s.arrival_s, s.departure_s)
              for s in specs]
@@ -717,6 +830,21 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
 
         plot_run(out_dir, net=net)
     _finish(out_dir, summary)
+    return CaseResult(case.name, out_dir, summary)
+
+
+def _collected_only(case: Case, out_dir: Path, coll, ext_info: dict, drivers: dict, wall0: float) -> CaseResult:
+    """The end of a run whose recorder was replaced by a collector the project cannot read."""
+    summary = {
+        "recorder": f"replaced by simulators.{coll.name} ({coll.target})",
+        "not_available": "summary figures and plots: the results are in the collector's own output; "
+                         "give its table results = { format, file } for a format the project reads "
+                         "(docs/external_simulators.md)",
+        "element_drivers": drivers, "external_simulators": ext_info,
+        "wall_seconds": round(time.perf_counter() - wall0, 3),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    mark_complete(out_dir, summary)
     return CaseResult(case.name, out_dir, summary)
 
 

@@ -30,7 +30,8 @@ project's grid in ways this module bridges, and in nothing else::
   the project's entity names), all computed here from the stock grid's results.
 - **Not available** from the stock grid (``None`` in the recorded ``Grid`` table,
   no ``Trafo`` table, so no ``max_trafo_loading_percent`` in the summary): it has
-  no transformer entities, so no transformer loading or violation count, and
+  no transformer entities, so no transformer loading, power or violation count
+  (``max_trafo_p_hv_kw`` too: a DSO congestion policy gets no transformer values), and
   no ``pf_seconds``. ``pf_converged`` is always true: a power flow that does not
   converge raises in the stock simulator and fails the run (the project's grid
   records such a step and goes on).
@@ -49,7 +50,7 @@ import numpy as np
 STOCK_SIM, FEED_SIM, RESULTS_SIM = "PandaPower", "GridFeed", "GridResults"
 GRID_OUTPUTS = ("pf_converged", "pf_seconds", "vm_min_pu", "vm_max_pu", "n_bus_violations",
                 "n_line_violations", "n_trafo_violations", "max_line_loading_percent",
-                "max_trafo_loading_percent", "bus_vm_pu", "bus_va_degree", "records")
+                "max_trafo_loading_percent", "max_trafo_p_hv_kw", "bus_vm_pu", "bus_va_degree", "records")
 _KW_PER_MW = 1000.0
 
 
@@ -194,7 +195,7 @@ class GridResultsSimulator(mosaik_api_v3.Simulator):
             "n_line_violations": int(np.count_nonzero(ld > par["max_line"])),
             "n_trafo_violations": None,
             "max_line_loading_percent": float(ld.max()) if ld.size else 0.0,
-            "max_trafo_loading_percent": None,
+            "max_trafo_loading_percent": None, "max_trafo_p_hv_kw": None,
             "bus_vm_pu": {str(b): float(x) for b, x, o in zip(buses, vm_arr, on) if o},
             "bus_va_degree": {str(b): float(x) for b, x, o in zip(buses, va_arr, on) if o},
             "records": {

@@ -235,3 +235,11 @@ def test_collector_table_checked_before_start(tmp_path):
     text = "\n".join(info.value.problems)
     assert "simulators: at most one collector may replace the recorder, got ['collector', 'other']" in text
     assert "simulators.recorder: the recorder is replaced by simulators.collector" in text
+
+
+def test_stock_grid_adapter_publishes_every_builtin_grid_output():
+    """Whatever the runner may connect from the project's Grid entity, the adapter has (maybe None)."""
+    from adapters.pandapower2 import RESULTS_META
+    from simulators.grid.mosaik_api import GRID_OUTPUTS
+
+    assert set(GRID_OUTPUTS) <= set(RESULTS_META["models"]["Grid"]["attrs"])

@@ -1,8 +1,9 @@
 """The built-in studies build the same worlds: recorded tables bit for bit as on main.
 
 ``tests/data/world_hashes.json`` was written by ``python -m tests.support.world_hashes``
-on main at 3ee03dc (before the stock-component options and the world-builder work of
-issue 10); wall-time columns are left out (tests/support/world_hashes.py).
+on main before the world-builder work of issue 10 (default.toml at 3ee03dc, before the
+stock-component options; simbench_lv.toml at 954f7ee); wall-time columns are left out
+(tests/support/world_hashes.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Fingerprints of the recorded tables of shipped scenarios (the world a scenario builds).
 
-``python -m tests.support.world_hashes`` writes ``tests/data/world_hashes.json`` from
+``python -m tests.support.world_hashes [scenario ...]`` writes ``tests/data/world_hashes.json`` from
 the checked-out code; ``tests/test_world_identity.py`` compares a fresh run with it.
 Wall-time columns (``pf_seconds``, ``solve_s``) are left out; every other column of
 every table is hashed bit for bit (Arrow IPC of the table sorted by time and entity).
@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 HASHES = ROOT / "tests" / "data" / "world_hashes.json"
 TIMING_COLUMNS = ("pf_seconds", "solve_s")
 #: scenario file -> end of the window run (the default study's first four hours)
-RUNS = {"scenarios/default.toml": dt.datetime(2024, 1, 17, 20, 0)}
+RUNS = {"scenarios/default.toml": dt.datetime(2024, 1, 17, 20, 0),
+        # SimBench grid, loads on the net's profiles, DER simulator (first case: uncoordinated)
+        "scenarios/simbench_lv.toml": dt.datetime(2016, 1, 14, 20, 0)}
 
 
 def table_hashes(out_dir: Path) -> dict[str, str]:
@@ -55,8 +57,11 @@ def run_hashes(scenario: str, end: dt.datetime, out_dir: Path) -> dict[str, str]
 
 
 def main() -> int:
+    only = sys.argv[1:]  # scenario files to (re)compute; default all
+    data = json.loads(HASHES.read_text()) if HASHES.is_file() and only else {}
     with tempfile.TemporaryDirectory() as tmp:
-        data = {s: run_hashes(s, end, Path(tmp) / str(i)) for i, (s, end) in enumerate(RUNS.items())}
+        data.update({s: run_hashes(s, end, Path(tmp) / str(i)) for i, (s, end) in enumerate(RUNS.items())
+                     if not only or s in only})
     HASHES.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return 0
 

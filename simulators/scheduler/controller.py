@@ -78,7 +78,10 @@ class ControllerConfig:
         a full AC power flow per step, the difference between AC and linearised
         voltages is added to the linear model as a per-step, per-bus offset, and
         the problem is solved again; repeated ``ac_iterations`` times. 0 keeps the
-        papers' pure linear model.
+        papers' pure linear model. A plan none of whose voltage rows is within 1e-6 pu
+        of its bound, and whose AC-corrected voltages stay in the band, is already the
+        corrected optimum: it is kept without solving again (and, in receding mode,
+        replayed while nothing is new).
     """
 
     strategy: str

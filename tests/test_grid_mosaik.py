@@ -178,7 +178,8 @@ def test_external_process_via_cmd():
     log: list = []
     config = {"Grid": {"cmd": f"{sys.executable} -m simulators.grid.mosaik_api %(addr)s"},
               "Sink": PythonStarter(Sink, kwargs={"log": log})}
-    with mosaik.World(config, skip_greetings=True) as world:
+    # mosaik's 10 s start timeout is shorter than the grid's import on a loaded machine
+    with mosaik.World(config, mosaik_config={"start_timeout": 120}, skip_greetings=True) as world:
         grid = world.start("Grid", step_s=STEP).Grid(network="cigre_lv", vm_min_pu=0.92,
                                                      vm_max_pu=1.08)
         sink = world.start("Sink").Sink()

@@ -124,8 +124,15 @@ def client():
         yield c
     # multiprocessing's resource tracker stays until this process exits (it holds nothing)
     def left() -> list:
-        return [p.cmdline() for p in psutil.Process().children(recursive=True)
-                if "multiprocessing.resource_tracker" not in " ".join(p.cmdline())]
+        alive = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                cmd = p.cmdline()
+            except (psutil.ZombieProcess, psutil.NoSuchProcess):
+                continue  # exited (a zombie only waits to be reaped by its parent)
+            if "multiprocessing.resource_tracker" not in " ".join(cmd):
+                alive.append(cmd)
+        return alive
 
     deadline = time.monotonic() + 30
     while left() and time.monotonic() < deadline:

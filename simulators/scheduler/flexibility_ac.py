@@ -95,6 +95,10 @@ class ACGrid:
     trafo_hv_bus : ndarray of int, shape (k,)
     vm_base_kv : ndarray, shape (nb,)
         Nominal voltage of every ppci bus [kV].
+    v_op : ndarray of complex, shape (nb,)
+        Voltages of the solved power flow [pu]: the Newton start (it carries the
+        transformers' phase shifts, e.g. 150 degrees for Dyn5, which a flat start
+        at the slack angle does not).
     """
 
     base_mva: float
@@ -107,6 +111,7 @@ class ACGrid:
     trafo_yf: sp.csr_matrix
     trafo_hv_bus: np.ndarray
     vm_base_kv: np.ndarray
+    v_op: np.ndarray
 
     @property
     def n_bus(self) -> int:
@@ -159,7 +164,7 @@ def ac_grid_from_net(net, sens) -> ACGrid:
         line_i_base_ka=op.base_mva / (np.sqrt(3.0) * op.base_kv[f_line]),
         trafo_yf=yf[trafo_rows] if trafo_rows.size else empty,
         trafo_hv_bus=op.f_bus[trafo_rows] if trafo_rows.size else np.zeros(0, dtype=np.int64),
-        vm_base_kv=np.asarray(op.base_kv, dtype=float))
+        vm_base_kv=np.asarray(op.base_kv, dtype=float), v_op=np.asarray(op.v, dtype=complex))
 
 
 # --------------------------------------------------------------------------- power flow
@@ -185,7 +190,7 @@ def newton_pf(grid: ACGrid, demand_pu: np.ndarray, v0: np.ndarray | None = None,
     demand_pu : ndarray, complex, shape (G, nb)
         Nodal demand (load convention) [pu].
     v0 : ndarray, complex, shape (G, nb), optional
-        Start (default: flat at the slack voltage).
+        Start (default: the solved operating point ``grid.v_op``).
 
     Returns
     -------
@@ -199,8 +204,7 @@ def newton_pf(grid: ACGrid, demand_pu: np.ndarray, v0: np.ndarray | None = None,
     pq = grid.pq
     npq = pq.size
     if v0 is None:
-        flat = np.abs(grid.v_ref).mean() * np.exp(1j * np.angle(grid.v_ref).mean())
-        v = np.full(demand_pu.shape, flat, dtype=complex)
+        v = np.tile(grid.v_op, (n_case, 1))
     else:
         v = np.array(v0, dtype=complex, copy=True)
     v[:, grid.ref] = grid.v_ref

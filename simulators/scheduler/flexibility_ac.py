@@ -245,9 +245,9 @@ def newton_pf(grid: ACGrid, demand_pu: np.ndarray, v0: np.ndarray | None = None,
         dx = np.empty((act.size, 2 * npq))
         for r in range(act.size):
             try:
-                lu = spla.splu(sp.csc_matrix((vals[r], pat_c_idx, pat_ptr), shape=(2 * npq, 2 * npq)))
+                lu = spla.splu(sp.csc_matrix((np.ascontiguousarray(vals[r]), pat_c_idx, pat_ptr), shape=(2 * npq, 2 * npq)))
                 dx[r] = lu.solve(-f[act[r]])
-            except RuntimeError:           # singular Jacobian
+            except (RuntimeError, ValueError):   # singular Jacobian
                 dx[r] = np.nan
         ang, mag = np.angle(va), vm
         ang[:, pq] += dx[:, :npq]

@@ -35,7 +35,7 @@ from adapters import mosaik_fixes, remote_watchdog
 from adapters.networks import load_network
 from scenarios import external
 from scenarios.buses import monitored_buses, resolve_bus
-from scenarios.config import Case, Scenario, flex_options, resolve_der
+from scenarios.config import Case, DSOConfig, Scenario, flex_options, resolve_der
 from scenarios.failure import CallWatch, RunFailed, RunInterrupted, SigintWatch
 from scenarios.progress import CaseProgress
 from scenarios.summary import EVInfo, summarize
@@ -819,6 +819,12 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
         from scenarios.summary import activation_summary
 
         summary.update(activation_summary(out_dir, specs))
+    elif case.dso != DSOConfig() and specs:
+        # a case without calls in a scenario with an operator: its owners' shortfall
+        # per EV too, to compare with the cases that have calls
+        from scenarios.summary import activation_summary
+
+        summary["departure_shortfall_kwh"] = activation_summary(out_dir, specs).get("departure_shortfall_kwh", {})
     summary["wall_seconds"] = round(wall, 3)
     summary["world_run_seconds"] = round(run_s, 3)
     summary["setup_seconds"] = round(setup_s, 3)

@@ -141,3 +141,26 @@ def test_loader_names_the_grid_model_and_solver_fields(tmp_path):
     assert "scheduler.flex_grid_model: must be one of ('linear', 'ac'), got 'dc'" in text
     assert "scheduler.flex_nlp_solver: must be one of ('pounce', 'ripopt')" in text
 
+
+
+def test_newton_power_flow_through_a_phase_shifting_transformer():
+    """Dyn5 (150 degrees, as SimBench LV): the Newton start carries the shift (a flat
+    start at the slack angle diverged)."""
+    from simulators.scheduler.flexibility_ac import bus_demand_pu
+
+    net = pp.create_empty_network()
+    mv = pp.create_bus(net, 20.0)
+    lv_bus = [pp.create_bus(net, 0.4) for _ in range(3)]
+    pp.create_ext_grid(net, mv, vm_pu=1.02)
+    pp.create_transformer(net, mv, lv_bus[0], std_type="0.4 MVA 20/0.4 kV")
+    for a, b in zip(lv_bus[:-1], lv_bus[1:]):
+        pp.create_line(net, a, b, 0.2, std_type="NAYY 4x150 SE")
+    for b in lv_bus[1:]:
+        pp.create_load(net, b, p_mw=0.05, q_mvar=0.01)
+    assert float(net.trafo.shift_degree.iloc[0]) == 150.0
+    pp.runpp(net, calculate_voltage_angles=True, numba=False)
+    sens = compute_sensitivities(net)
+    grid = ac_grid_from_net(net, sens)
+    v, ok = newton_pf(grid, bus_demand_pu(grid, sens.p0_kw[None], sens.q0_kvar[None]))
+    assert ok.all()
+    np.testing.assert_allclose(np.abs(v[0, grid.col_bus]), net.res_bus.vm_pu[sens.bus_ids], atol=1e-8)

@@ -13,13 +13,16 @@ the largest voltage and line-loading difference between the two, steps/s of each
 and their ratio, and the year (35 040 steps) extrapolated from the week.
 
 ``--year`` then runs a whole year (1 January to 30 December 2016, 35 040 steps) of
-``scenarios/simbench_lv.toml``'s uncoordinated case (LV, its 24 EVs) and/or the
-same world on the MV grid without EVs, and prints the measured wall time and the
-resident memory (this process and its children: the recorder's writer) sampled
-every second, at 10 %, 50 % and 100 % of the run: flat memory means the results
-stream to disk instead of piling up.
+``scenarios/simbench_lv_year.toml`` (LV, its 24 EVs home every evening): ``lv``
+its uncoordinated case, ``lv_smart`` its smart case with one day-ahead plan a day
+(``day_ahead_daily``), and/or ``mv`` the same world on the MV grid without EVs.
+Prints the measured wall time and the resident memory (this process and its
+children: the recorder's writer) sampled every second, at 10 %, 25 %, 50 %, 75 %,
+90 % and 100 % of the run (100 %: after the summary, which reads the tables back):
+flat memory means the results stream to disk instead of piling up.
 
-Default run: both weeks and the LV year (about 10 minutes on two shared cores).
+Default run: both weeks and the LV uncoordinated year (``--week none`` skips the
+weeks; a year took 15 min on two cores shared with other sessions).
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ from simulators.grid.naming import element_eids
 from simulators.recorder.model import pivot
 
 ROOT = Path(__file__).resolve().parents[1]
-LV_SCENARIO = ROOT / "scenarios" / "simbench_lv.toml"
+LV_SCENARIO = ROOT / "scenarios" / "simbench_lv_year.toml"
 WEEK_START = "2016-06-01T00:00:00"
 WEEK_STEPS = 7 * 96
 YEAR_STEPS = 35040
+RSS_AT = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 
 def week(network: str) -> dict:
@@ -106,12 +110,14 @@ class MemorySampler:
 
 
 def year(kind: str, mv_network: str) -> dict:
-    """A whole year: LV with the shipped scenario's uncoordinated EVs, or MV without EVs."""
+    """A whole year: the shipped LV year scenario's uncoordinated (``lv``) or smart
+    day-ahead-daily (``lv_smart``) case, or MV without EVs."""
     start = dt.datetime(2016, 1, 1)
     end = start + dt.timedelta(minutes=15 * YEAR_STEPS)
-    if kind == "lv":
+    if kind in ("lv", "lv_smart"):
         raw = tomllib.loads(LV_SCENARIO.read_text())
-        raw["cases"] = [{"name": "uncoordinated"}]
+        name = "uncoordinated" if kind == "lv" else "smart_day_ahead_daily"
+        raw["cases"] = [c for c in raw["cases"] if c["name"] == name]
         raw["scenario"].update(start=start, end=end)
         source = LV_SCENARIO
     else:
@@ -124,17 +130,19 @@ def year(kind: str, mv_network: str) -> dict:
         wall = time.perf_counter() - t0
         disk = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) / 2**20
     s = result.summary
-    return {"network": case.grid.network, "evs": len(case.fleet.counts), "wall_s": wall,
+    return {"network": case.grid.network, "case": case.name, "evs": len(case.fleet.counts), "wall_s": wall,
             "run_s": s["world_run_seconds"], "steps": s.get("recorded_steps"),
-            "min_vm": s.get("min_voltage_pu"), "rss": [mem.at(f) for f in (0.1, 0.5, 1.0)],
-            "disk_mib": disk}
+            "min_vm": s.get("min_voltage_pu"), "trafo": s.get("max_trafo_loading_percent"),
+            "stays": s.get("n_stays"), "solve_s": s.get("solve_seconds"),
+            "rss": [mem.at(f) for f in RSS_AT], "disk_mib": disk}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lv", default="1-LV-rural2--0-sw", help="SimBench LV code")
     parser.add_argument("--mv", default="1-MV-rural--0-sw", help="SimBench MV code")
-    parser.add_argument("--year", choices=("lv", "mv", "both", "none"), default="lv")
+    parser.add_argument("--year", choices=("lv", "lv_smart", "lv_both", "mv", "both", "none"), default="lv")
+    parser.add_argument("--week", choices=("both", "none"), default="both")
     args = parser.parse_args()
     lv, mv = f"simbench:{args.lv}", f"simbench:{args.mv}"
 
@@ -143,23 +151,26 @@ def main() -> None:
     print("| grid | buses | sgens | storage | max dV [pu] | max d loading [%] | co-sim steps/s "
           "| run_timeseries steps/s | ratio | year extrapolated (co-sim) | year extrapolated (run_timeseries) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for network in (lv, mv):
+    for network in (lv, mv) if args.week == "both" else ():
         w = week(network)
         print(f"| {w['network']} | {w['buses']} | {w['sgens']} | {w['storage']} | {w['dv']:.1e} | {w['dl']:.1e} "
               f"| {w['cosim_sps']:.0f} | {w['ref_sps']:.1f} | {w['cosim_sps'] / w['ref_sps']:.1f} "
               f"| {YEAR_STEPS / w['cosim_sps'] / 60:.1f} min | {YEAR_STEPS / w['ref_sps'] / 60:.1f} min |",
               flush=True)
-    kinds = {"lv": ["lv"], "mv": ["mv"], "both": ["lv", "mv"], "none": []}[args.year]
+    kinds = {"lv": ["lv"], "lv_smart": ["lv_smart"], "lv_both": ["lv", "lv_smart"], "mv": ["mv"],
+             "both": ["lv", "mv"], "none": []}[args.year]
     if kinds:
         print(f"\nwhole year: {YEAR_STEPS} steps of 15 min from 2016-01-01, results streamed to disk")
-        print("| grid | EV buses | steps recorded | wall time | world.run | RSS at 10 % / 50 % / 100 % [MiB] "
-              "| results on disk [MiB] | min voltage [pu] |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| grid | case | EVs (stays) | steps recorded | wall time | world.run | solve time "
+              "| RSS at 10/25/50/75/90/100 % [MiB] | results on disk [MiB] | min voltage [pu] | max trafo loading [%] |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
     for kind in kinds:
         y = year(kind, mv)
         rss = " / ".join(f"{m:.0f}" for m in y["rss"])
-        print(f"| {y['network']} | {y['evs']} | {y['steps']} | {y['wall_s'] / 60:.1f} min | {y['run_s'] / 60:.1f} min "
-              f"| {rss} | {y['disk_mib']:.0f} | {y['min_vm']:.4f} |", flush=True)
+        trafo = "-" if y["trafo"] is None else f"{y['trafo']:.1f}"
+        print(f"| {y['network']} | {y['case']} | {y['evs']} ({y['stays'] or 0}) | {y['steps']} | {y['wall_s'] / 60:.1f} min "
+              f"| {y['run_s'] / 60:.1f} min | {(y['solve_s'] or 0):.0f} s | {rss} | {y['disk_mib']:.0f} "
+              f"| {y['min_vm']:.4f} | {trafo} |", flush=True)
 
 
 if __name__ == "__main__":

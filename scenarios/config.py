@@ -30,7 +30,7 @@ from adapters.networks import SIMBENCH_STUDY_CASES, check_network_name, check_st
 from adapters.remote_watchdog import DEFAULT_START_TIMEOUT_S, DEFAULT_STEP_TIMEOUT_S, parse_addr
 
 STRATEGIES = ("uncoordinated", "smart", "smart_q", "v2g", "v2g_q", "autonomous", "replay", "flex_max")
-MODES = ("day_ahead", "receding")
+MODES = ("day_ahead", "receding", "day_ahead_daily")
 STARTERS = ("python", "cmd", "connect")
 SIMULATOR_NAMES = ("grid", "baseload", "der", "pv", "fleet", "scheduler", "recorder", "dso")
 DER_OPTIONS = ("auto", "profile", "off", "pv", "static")
@@ -202,6 +202,9 @@ class FleetConfig:
     ev_share: float = field(default=0.2, metadata=_spec(lo=0, hi=1))
     reserve_soc: float = field(default=0.2, metadata=_spec(lo=0, hi=1))
     catalogue: str = ""
+    # EVs sampled from counts come home every day of the horizon (a new stay with
+    # fresh draws each evening; docs/scenarios.md), not only on the first evening
+    daily_stays: bool = False
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,9 @@ class SchedulerConfig:
     # errors (the fleet itself behaves as sampled): arrival time + N(0, std) [h],
     # initial SOC + N(0, std) [-]; receding mode learns each EV when it plugs in
     forecast_arrival_std_h: float = field(default=0.0, metadata=_spec(lo=0, hi=24))
+    # mode day_ahead_daily: the clock hour of the daily re-plan [h after midnight,
+    # the scenario's clock], a multiple of step_s (docs/strategies.md)
+    replan_at_h: float = field(default=12.0, metadata=_spec(lo=0, hi=24))
     forecast_soc_std: float = field(default=0.0, metadata=_spec(lo=0, hi=1))
     # strategy "flex_max" (seed 003; docs/flexibility.md): C_{s,t} of eq. (4) for the
     # downward (s = 0) and upward (s = 1) flexibility, a number or one value per step;
@@ -632,7 +638,7 @@ def _check_fleet_sampling(cases: list[Case], problems: list[str]) -> None:
         f = case.fleet  # the fields the stays depend on: cases differing elsewhere share one check
         key = (repr(sorted(f.counts.items())), f.arrival, f.arrival_fixed_h, f.arrival_gev_shape,
                f.arrival_gev_scale_h, f.arrival_gev_loc_h, f.departure_weibull_scale_h,
-               f.departure_weibull_shape, case.grid.network, case.scenario.seed)
+               f.departure_weibull_shape, case.grid.network, case.scenario.seed, f.daily_stays)
         if f.sampling == "seed003":  # the seed 003 draw depends on these too
             key += (f.sampling, f.ev_share, f.reserve_soc, f.catalogue, f.efficiency, f.soc_max,
                     case.scenario.start, case.scenario.end, str(case.base_dir))
@@ -932,6 +938,16 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
                 problems.append(f"{prefix}.fleet.can_discharge: must be true for strategy {c_sched.strategy!r}")
             if c_sched.strategy in ("smart_q", "v2g_q") and not c_fleet.can_reactive:
                 problems.append(f"{prefix}.fleet.can_reactive: must be true for strategy {c_sched.strategy!r}")
+        if c_sched is not None and c_sched.mode == "day_ahead_daily" and meta is not None:
+            sp = f"{prefix}.scheduler" if "scheduler" in craw else "scheduler"
+            if c_sched.replan_at_h >= 24 or (c_sched.replan_at_h * 3600) % meta.step_s > 1e-6:
+                problems.append(f"{sp}.replan_at_h: must be in [0, 24) h and a multiple of scenario.step_s "
+                                f"({meta.step_s} s), got {c_sched.replan_at_h}")
+            if c_dso is not None and c_dso.policies:
+                problems.append(f"{sp}.mode: 'day_ahead_daily' does not take DSO calls; use 'day_ahead' "
+                                f"or 'receding' with [dso]")
+        if c_fleet is not None and c_fleet.daily_stays and c_fleet.sampling == "seed003":
+            problems.append(f"{prefix}.fleet.daily_stays: applies to fleet.counts, not to sampling 'seed003'")
         if c_dso is not None and c_sched is not None and c_dso.policies and c_sched.strategy not in (
                 "smart", "smart_q", "v2g", "v2g_q", "flex_max"):
             problems.append(f"{prefix}.scheduler.strategy: the DSO's calls need an optimising strategy "

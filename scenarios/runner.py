@@ -106,7 +106,7 @@ def fleet_specs(case: Case, net) -> list[EVSpec]:
         autonomous=f.autonomous,
     )
     rng = np.random.default_rng(meta.seed)
-    specs = sample_fleet(counts, dist, meta.start, meta.horizon_s, rng) if counts else []
+    specs = sample_fleet(counts, dist, meta.start, meta.horizon_s, rng, daily=f.daily_stays) if counts else []
     if f.sampling == "seed003":
         specs += list(seed003_fleet(case, net, first_id=len(specs)).specs)
     for i, ev in enumerate(f.evs):
@@ -270,6 +270,17 @@ def e_star_kwh(case: Case, net, specs: Sequence[EVSpec]) -> float:
     return float(drive_energy_kwh(net, buses, case.fleet.consumption_kwh_per_km))
 
 
+def replan_params(case: Case) -> dict:
+    """Mode ``day_ahead_daily``: the first re-plan after the start and the period [s]
+    (``scheduler.replan_at_h`` on the scenario's clock; docs/strategies.md)."""
+    start = case.scenario.start
+    since_midnight = (start - start.replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds()
+    step = case.scenario.step_s
+    first = (round(case.scheduler.replan_at_h * 3600.0) - since_midnight) % 86400
+    first = (-(-first // step) * step) % 86400  # on a step boundary
+    return {"replan_first_s": int(first), "replan_period_s": 86400}
+
+
 def forecast_ev_specs(case: Case, specs: Sequence[EVSpec]) -> list[dict]:
     """The EVs as the day-ahead scheduler knows them: seeded forecast errors.
 
@@ -289,6 +300,16 @@ def forecast_ev_specs(case: Case, specs: Sequence[EVSpec]) -> list[dict]:
         if sc.forecast_soc_std:
             d["soc_initial"] = float(np.clip(d["soc_initial"] + rng.normal(0.0, sc.forecast_soc_std),
                                              d["soc_min"], d["soc_max"]))
+        if d.get("next_stays") and (sc.forecast_arrival_std_h or sc.forecast_soc_std):
+            stays = []  # later stays (fleet.daily_stays): the same errors, drawn after the first stays'
+            for a, dep, soc in d["next_stays"]:
+                if sc.forecast_arrival_std_h:
+                    a = float(np.clip(a + rng.normal(0.0, sc.forecast_arrival_std_h) * 3600.0,
+                                      0.0, max(0.0, dep - meta.step_s)))
+                if sc.forecast_soc_std:
+                    soc = float(np.clip(soc + rng.normal(0.0, sc.forecast_soc_std), d["soc_min"], d["soc_max"]))
+                stays.append((a, dep, soc))
+            d["next_stays"] = tuple(stays)
         out.append(d)
     return out
 
@@ -521,11 +542,14 @@ def replay_powers(case_dir: Path, zero_q: bool) -> dict[str, tuple[list[float], 
 
 def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = None,
              plots: bool = True, replay_dir: Path | None = None, progress: str = "off",
-             check: bool = False) -> CaseResult:
+             check: bool = False, recorder_writer: str | None = None) -> CaseResult:
     """Run one case: build inputs, run the mosaik world, summarise, plot.
 
     ``progress``: ``"auto"`` (a bar on a terminal, periodic lines otherwise),
     ``"bar"``, ``"lines"`` or ``"off"`` (``scenarios/progress.py``).
+    ``recorder_writer``: ``"process"`` or ``"inline"`` (``simulators/recorder``);
+    default: a writer process for an in-process recorder. Sweep points write
+    inline (``scenarios/sweep.py``: no child process per point).
 
     ``check``: do everything up to ``World.run`` (inputs, every simulator started,
     its entities created and connected), then shut the world down without a step
@@ -552,7 +576,7 @@ def run_case(case: Case, out_dir: Path, echo: Callable[[str], None] | None = Non
     sigint = SigintWatch()
     try:
         with sigint:
-            return _run_case(case, out_dir, plots, replay_dir, progress, calls, state, errors, sigint, check)
+            return _run_case(case, out_dir, plots, replay_dir, progress, calls, state, errors, sigint, check, recorder_writer)
     except BaseException as exc:  # noqa: BLE001 - every way out leaves a record on disk
         if isinstance(exc, (SystemExit, GeneratorExit)):
             raise
@@ -614,7 +638,7 @@ def _partial_figures(case: Case, out_dir: Path, state: dict, completed: int) -> 
 
 def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, progress: str,
               calls: CallWatch, state: dict, errors: _ErrorLog, sigint: SigintWatch,
-              check: bool = False) -> CaseResult:
+              check: bool = False, recorder_writer: str | None = None) -> CaseResult:
     """:func:`run_case` without the failure record (``state`` says how far it got)."""
     meta, grid_cfg = case.scenario, case.grid
     wall0 = time.perf_counter()
@@ -663,6 +687,7 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
         # simulators without waiting for their finalize, so a writer process
         # under it could still be writing when the summary reads the results.
         writer = "process" if case.simulators["recorder"].starter == "python" and not check else "inline"
+        writer = recorder_writer or writer
         if coll is None:
             rec = world.start("Recorder").Recorder(out_dir=str(out_dir), metadata=metadata, writer=writer)
         else:  # no earlier results left in out_dir; metadata.json as the recorder writes it
@@ -737,7 +762,8 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
                             "exact_drive_energy": sc.autonomous_exact_drive_energy},
                 forecast_p_kw={str(b): list(map(float, v)) for b, v in fp.items()},
                 forecast_q_kvar={str(b): list(map(float, v)) for b, v in fq.items()},
-                ev_specs=forecast_ev_specs(case, specs) if sc.mode == "day_ahead" else None,
+                ev_specs=forecast_ev_specs(case, specs) if sc.mode in ("day_ahead", "day_ahead_daily") else None,
+                **replan_params(case),
                 # --check: the case it replays has not run (no powers yet)
                 replay=(({} if check else replay_powers(replay_dir, sc.replay_zero_q))
                         if sc.strategy == "replay" else None),
@@ -807,8 +833,8 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
         except (ValueError, SyntaxError) as exc:
             raise ValueError(f"simulators.{coll.name}.results: {exc}") from exc
     wall = time.perf_counter() - wall0
-    infos = [EVInfo(s.ev_id, s.capacity_kwh, s.efficiency, s.soc_target, s.arrival_s, s.departure_s)
-             for s in specs]
+    infos = [EVInfo(s.ev_id, s.capacity_kwh, s.efficiency, s.soc_target, a, d)
+             for s in specs for a, d, _ in s.stays()]  # one per stay (fleet.daily_stays)
     summary = summarize(out_dir, infos, step_s, n_steps, grid_cfg.vm_min_pu, grid_cfg.vm_max_pu,
                         metadata["monitored_buses"])
     summary.update(_seed001_metrics(out_dir, specs, step_s, n_steps, estar))
@@ -870,7 +896,7 @@ def _seed001_metrics(out_dir: Path, specs: Sequence[EVSpec], step_s: int, n_step
     if not specs:
         return {}
     infos = [EVInfo(s.ev_id, s.capacity_kwh, s.efficiency, s.soc_target, s.arrival_s, s.departure_s)
-             for s in specs]
+             for s in specs]  # trajectories per EV
     soc = soc_trajectories(read_table(out_dir, "EV"), infos, step_s, n_steps)
     target = np.array([s.soc_target for s in specs])
     m = all_metrics(soc, target, step_s / 3600.0)

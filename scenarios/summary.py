@@ -112,15 +112,22 @@ def _max(df: pd.DataFrame, col: str) -> float | None:
 
 
 def _ev_figures(ev: pd.DataFrame, infos: Sequence[EVInfo], step_s: int, n_steps: int) -> dict:
-    soc = soc_trajectories(ev, infos, step_s, n_steps)
+    # one info per stay: an EV that comes home every day (fleet.daily_stays) is
+    # listed once per stay; trajectories are per EV
+    first: dict[str, int] = {}
+    for j, info in enumerate(infos):
+        first.setdefault(info.ev_id, j)
+    evs = [infos[j] for j in first.values()]
+    col = {e: c for c, e in enumerate(first)}
+    soc = soc_trajectories(ev, evs, step_s, n_steps)
     times_s = np.arange(n_steps + 1) * step_s
     target = np.array([i.soc_target for i in infos])
     dep = np.array([i.departure_s for i in infos])
     # SOC at departure: the state at the first step boundary at or after departure
-    # (the end of the horizon for EVs that leave later).
+    # (the end of the horizon for EVs that leave later), per stay.
     dep_idx = np.minimum(np.searchsorted(times_s, dep, side="left"), n_steps)
-    soc_dep = soc[dep_idx, np.arange(len(infos))]
-    reached = soc >= target - SOC_TOLERANCE
+    soc_dep = soc[dep_idx, [col[i.ev_id] for i in infos]]
+    reached = soc >= np.array([i.soc_target for i in evs]) - SOC_TOLERANCE
     frac = reached.mean(axis=1)
     idx95 = np.flatnonzero(frac >= 0.95)
     p = ev.pivot(index="time_s", columns="entity", values="p_kw")
@@ -133,8 +140,10 @@ def _ev_figures(ev: pd.DataFrame, infos: Sequence[EVInfo], step_s: int, n_steps:
     counts: dict[str, int] = {}
     for bus in per_bus:
         counts[str(bus)] = counts.get(str(bus), 0) + 1
+    stays = {"n_stays": len(infos)} if len(infos) > len(evs) else {}
     return {
-        "n_evs": len(infos),
+        "n_evs": len(evs),
+        **stays,
         "evs_charging_per_bus": dict(sorted(counts.items(), key=lambda kv: _natural(kv[0]))),
         "mean_soc_at_departure": float(soc_dep.mean()),
         "evs_below_target_at_departure": int((soc_dep < target - SOC_TOLERANCE).sum()),

@@ -206,11 +206,15 @@ def check_point_networks(base: Case, axes: Sequence[str], points, networks: Mapp
 # --------------------------------------------------------------- execution ---
 
 
-def run_point(case: Case, out_dir: str, plots: bool = False, quiet: bool = True) -> dict:
+def run_point(case: Case, out_dir: str, plots: bool = False, quiet: bool = True,
+              recorder_writer: str = "inline") -> dict:
     """Run one point (in a worker): ``{"status", "summary" | "error", "exec_seconds"}``.
 
     Never raises for a failing co-simulation: its error is the result, so that one
-    bad point does not stop the sweep.
+    bad point does not stop the sweep. The recorder writes inline by default: a
+    writer child process per point (a fresh interpreter importing pyarrow, ~0.5 s of
+    CPU) cost more than it saves on small points and competes with the other
+    workers for the cores (docs/hosting_capacity.md, "Speed").
     """
     from scenarios.runner import run_case
 
@@ -220,7 +224,7 @@ def run_point(case: Case, out_dir: str, plots: bool = False, quiet: bool = True)
         logger.remove()  # the client prints the progress; keep workers quiet
     t0 = time.perf_counter()
     try:
-        result = run_case(case, Path(out_dir), plots=plots)
+        result = run_case(case, Path(out_dir), plots=plots, recorder_writer=recorder_writer)
     except Exception as exc:  # noqa: BLE001 - recorded as the point's result, the sweep goes on
         error = f"{type(exc).__name__}: {exc}"
         Path(out_dir).mkdir(parents=True, exist_ok=True)

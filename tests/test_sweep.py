@@ -194,3 +194,26 @@ def test_killed_worker_loses_no_point(client, tmp_path):
     assert (result.table["status"] == "ok").all()
     assert (result.table["recorded_steps"] == 2).all()
     client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
+
+
+def test_points_write_inline_without_a_child_process(tmp_path, monkeypatch):
+    """A point spawns no recorder writer process (per-point start-up, CPU taken from
+    the other workers); the same tables as with the writer process."""
+    import simulators.recorder.mosaik_api as rec_api
+    from scenarios.runner import run_case
+    from scenarios.sweep import run_point
+    from simulators.recorder.model import read_table
+
+    case = expand(parse_scenario(tiny(), SOURCE))[0].case
+    with_child = run_case(case, tmp_path / "process", plots=False, recorder_writer="process")
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("a sweep point started a writer process")
+
+    monkeypatch.setattr(rec_api, "WriterProcess", no_child)
+    res = run_point(case, str(tmp_path / "inline"))
+    assert res["status"] == "ok", res
+    for table in ("Bus", "EV"):
+        assert read_table(tmp_path / "inline", table).equals(read_table(tmp_path / "process", table))
+    assert {k: v for k, v in res["summary"].items() if k not in TIMING_KEYS} == \
+        {k: v for k, v in with_child.summary.items() if k not in TIMING_KEYS}

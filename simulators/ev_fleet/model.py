@@ -206,6 +206,18 @@ class FleetModel:
         # instants recorded by the SimPy processes (inf: not happened yet)
         self._plug_in_s = np.full(n, np.inf)
         self._unplug_s = np.full(n, np.inf)
+        # SOC an EV comes home with at a later stay (EVSpec.next_stays), until the
+        # interval that starts from it is committed (NaN: none)
+        self._pending_soc = np.full(n, np.nan)
+        self._next_stays = [s.next_stays for s in specs]
+        self._first_in_s = np.full(n, np.inf)  # first plug-in (arrived from then on)
+        for s in specs:  # one stay's end and the next start never share a step
+            prev = s.departure_s
+            for arrival_s, departure_s, _ in s.next_stays:
+                if arrival_s - prev < self.step_s:
+                    raise ValueError(f"EV {s.ev_id}: a later stay arrives at {arrival_s} s, less than one step "
+                                     f"({self.step_s} s) after the departure at {prev} s")
+                prev = departure_s
         self._env = simpy.Environment()
         for i in range(n):
             self._env.process(self._ev_process(i))
@@ -224,17 +236,29 @@ class FleetModel:
         self._e_drive_tot = np.zeros(n)
         self._res = self._interval(0.0, 0.0)
         static = ("home_bus", "capacity_kwh", "charger_kva", "efficiency", "can_discharge",
-                  "can_reactive", "departure_s", "soc_target", "soc_min", "soc_max", "autonomous")
+                  "can_reactive", "soc_target", "soc_min", "soc_max", "autonomous")
         self._static_state = {name: np.array([getattr(s, name) for s in specs]) for name in static}
 
     # ------------------------------------------------------------------ SimPy
     def _ev_process(self, i: int):
-        """Life cycle of EV ``i``: arrive and plug in, charge, unplug and leave."""
+        """Life cycle of EV ``i``: arrive and plug in, charge, unplug and leave;
+        again for each later stay (``EVSpec.next_stays``), coming home with that
+        stay's SOC."""
         env = self._env
         yield env.timeout(self._arr_s[i])
         self._plug_in_s[i] = env.now
+        self._first_in_s[i] = env.now
         yield env.timeout(self._dep_s[i] - env.now)
         self._unplug_s[i] = env.now
+        for arrival_s, departure_s, soc in self._next_stays[i]:
+            yield env.timeout(arrival_s - env.now)
+            self._plug_in_s[i] = env.now
+            self._unplug_s[i] = np.inf
+            self._arr_s[i] = arrival_s
+            self._dep_s[i] = departure_s
+            self._pending_soc[i] = soc
+            yield env.timeout(departure_s - env.now)
+            self._unplug_s[i] = env.now
 
     def _advance_env(self, until_s: float) -> None:
         """Process every SimPy event at or before ``until_s`` [s]."""
@@ -308,6 +332,7 @@ class FleetModel:
             self._take(self._interval(gap_start, t_new - gap_start))
 
     def _take(self, res: IntervalResult) -> None:
+        self._pending_soc[:] = np.nan  # res.soc_end started from it
         self._soc_start = res.soc_end
         self._col_start = res.col_end
         self._e_in_tot = self._e_in_tot + res.e_in_kwh
@@ -455,7 +480,9 @@ class FleetModel:
         and seed 001 eq. (12g)-(12i) (see the module docstring).
         """
         t1 = t0 + duration
-        soc0 = self._soc_start
+        # an EV unplugged since its last departure keeps its SOC until it comes
+        # home for a later stay with that stay's SOC: take the new one already
+        soc0 = np.where(np.isnan(self._pending_soc), self._soc_start, self._pending_soc)
         col0 = self._col_start
         home = self._home_col
         e_frac = self._e_frac
@@ -553,7 +580,7 @@ class FleetModel:
     def arrived(self) -> np.ndarray:
         """Whether each EV has arrived by the current time (bool (V,))."""
         t = -np.inf if self._t is None else self._t
-        return self._plug_in_s <= t
+        return self._first_in_s <= t
 
     @property
     def soc(self) -> np.ndarray:
@@ -665,6 +692,7 @@ class FleetModel:
             "soc": self._soc_start[rows],
             "plugged": self.plugged[rows],
             "bus": self.buses[self._col_start[rows]],
+            "departure_s": self._dep_s[rows],  # current stay; the next one from the step it arrives in
             **{name: col[rows] for name, col in self._static_state.items()},
         }
         if self._arrived_ids is None or len(self._arrived_ids) != rows.size:

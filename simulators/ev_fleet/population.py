@@ -110,9 +110,14 @@ class EVSpec:
     soc_min: float = 0.0
     soc_max: float = 1.0
     autonomous: bool = False
+    # later stays of the same EV (fleet.daily_stays): (arrival_s, departure_s,
+    # soc_initial) each, after the previous departure; the EV comes home with
+    # soc_initial (its drive is not modelled)
+    next_stays: tuple = ()
 
     def __post_init__(self) -> None:
         problems: list[str] = []
+        problems += self._stay_problems()
         if not isinstance(self.ev_id, str) or not self.ev_id:
             problems.append(f"ev_id must be a non-empty str, got {self.ev_id!r}")
         if not _is_int(self.home_bus) or self.home_bus < 0:
@@ -195,12 +200,38 @@ class EVSpec:
         if problems:
             name = self.ev_id if isinstance(self.ev_id, str) else "?"
             raise ValueError(f"invalid EVSpec {name}: " + "; ".join(problems))
+        object.__setattr__(self, "next_stays", tuple(tuple(float(v) for v in st) for st in self.next_stays))
         # normalise numpy scalars to built-in types (JSON-able, hashable)
         object.__setattr__(self, "home_bus", int(self.home_bus))
         for name in real_fields:
             object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("can_discharge", "can_reactive", "autonomous"):
             object.__setattr__(self, name, bool(getattr(self, name)))
+
+    def _stay_problems(self) -> list[str]:
+        """Problems of ``next_stays``: each ``(arrival_s, departure_s, soc_initial)``
+        finite, ordered after the previous stay's departure, SOC in [soc_min, soc_max]."""
+        try:
+            stays = [tuple(st) for st in self.next_stays]
+        except TypeError:
+            return [f"next_stays must be a list of (arrival_s, departure_s, soc_initial), got {self.next_stays!r}"]
+        prev = self.departure_s if _is_real(self.departure_s) else -math.inf
+        for j, st in enumerate(stays):
+            if len(st) != 3 or not all(_is_real(v) and math.isfinite(v) for v in st):
+                return [f"next_stays[{j}] must be 3 finite numbers (arrival_s, departure_s, soc_initial), got {st!r}"]
+            a, d, soc = st
+            if not prev < a < d:
+                return [f"next_stays[{j}]: need previous departure ({prev!r} s) < arrival_s ({a!r} s) "
+                        f"< departure_s ({d!r} s)"]
+            if _is_real(self.soc_min) and _is_real(self.soc_max) and not self.soc_min <= soc <= self.soc_max:
+                return [f"next_stays[{j}]: soc_initial must be in [soc_min, soc_max] = "
+                        f"[{self.soc_min!r}, {self.soc_max!r}], got {soc!r}"]
+            prev = d
+        return []
+
+    def stays(self) -> list[tuple[float, float, float]]:
+        """Every stay of the EV: ``(arrival_s, departure_s, soc_initial)``, first one first."""
+        return [(self.arrival_s, self.departure_s, self.soc_initial), *self.next_stays]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-able dict of the fields (input of :meth:`from_dict`)."""
@@ -351,6 +382,8 @@ def sample_fleet(
     start: dt.datetime,
     horizon_s: float,
     rng: np.random.Generator,
+    *,
+    daily: bool = False,
 ) -> list[EVSpec]:
     """Sample an EV population (seed 000, section V-B).
 
@@ -389,6 +422,15 @@ def sample_fleet(
         Simulation length [s], > 0.
     rng : numpy.random.Generator
         Explicitly seeded generator, e.g. ``np.random.default_rng(42)``.
+    daily : bool, default False
+        Every EV also comes home on every later day of the horizon
+        (``EVSpec.next_stays``): day ``d``'s arrival, departure (the morning of
+        day ``d + 1``) and arrival SOC are fresh draws from the same
+        distributions, shifted by ``d`` days; drawn after the first stays, so
+        the first stays are those of ``daily=False`` bit for bit. A stay whose
+        arrival is not after the previous departure is drawn again (at most 100
+        times, then the EV skips that day); stays arriving at or after the end
+        are dropped, a departure after the end is moved to the end.
 
     Returns
     -------
@@ -459,6 +501,33 @@ def sample_fleet(
         departure_s[bad] = d
         bad = bad[~(departure_s[bad] > arrival_s[bad])]
 
+    later: list[list[tuple[float, float, float]]] = [[] for _ in range(n)]
+    day = 1
+    while daily and n and day * 86400.0 - offset_s < horizon_s:
+        shift = day * 86400.0
+        prev = np.array([st[-1][1] if st else departure_s[i] for i, st in enumerate(later)])
+        a = np.full(n, np.inf)
+        d = np.full(n, np.inf)
+        todo = np.arange(n)
+        for _ in range(_MAX_RESAMPLE_ROUNDS):
+            if dist.arrival_fixed_h is None:
+                arr_h = arr_dist.ppf(rng.random(todo.size))
+            else:
+                arr_h = np.full(todo.size, float(dist.arrival_fixed_h))
+            dep_h = 24.0 + dep_dist.ppf(rng.random(todo.size))
+            a[todo] = arr_h * 3600.0 + shift - offset_s
+            d[todo] = dep_h * 3600.0 + shift - offset_s
+            todo = todo[~((a[todo] > prev[todo]) & (d[todo] > a[todo]))]
+            if not todo.size:
+                break
+        soc_day = np.clip(rng.normal(dist.soc_initial_mean, dist.soc_initial_std, size=n),
+                          dist.soc_min, dist.soc_max)
+        ok = (a > prev) & (d > a) & (a < horizon_s)
+        ok[todo] = False
+        for i in np.flatnonzero(ok).tolist():
+            later[i].append((float(a[i]), float(min(d[i], horizon_s)), float(soc_day[i])))
+        day += 1
+
     return [
         EVSpec(
             ev_id=f"EV-{i}",
@@ -475,6 +544,7 @@ def sample_fleet(
             soc_min=float(dist.soc_min),
             soc_max=float(dist.soc_max),
             autonomous=dist.autonomous,
+            next_stays=tuple(later[i]),
         )
         for i in range(n)
     ]

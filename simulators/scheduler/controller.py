@@ -15,6 +15,16 @@ Modes
 ``receding``
     Every step: rebuild the problem over the remaining horizon from the EVs plugged
     in now (EVs not yet arrived are unknown), solve, apply the first step.
+``day_ahead_daily``
+    One plan per day, re-made at the same clock time every day
+    (``ControllerConfig.replan_first_s``, then every ``replan_period_s``) and at
+    the first step: the EVs plugged in then (their measured SOC) and every stay
+    the forecast (``ev_specs``, with ``EVSpec.next_stays``) has arriving before
+    the next re-plan, over a window that ends at the latest departure among
+    them (at least the next re-plan; at most the horizon). Between re-plans the
+    plan is replayed. The problem size is one day's, whatever the horizon, so a
+    year costs 365 day-sized solves (``day_ahead`` would be one year-sized solve,
+    ``receding`` a year-long horizon at every arrival).
 
 EV availability
 ---------------
@@ -38,7 +48,7 @@ from simulators.grid.sensitivity import Sensitivities, compute_sensitivities
 from simulators.scheduler.fleet_view import FleetView
 from simulators.scheduler.problem import ChargingProblem, GridBounds, Schedule, StrategyOptions
 
-MODES = ("day_ahead", "receding")
+MODES = ("day_ahead", "receding", "day_ahead_daily")
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,9 @@ class ControllerConfig:
         Fields of :class:`.flexibility.FlexOptions` for strategy ``flex_max``
         (seed 003; ``c_down``, ``c_up``, ``scenarios``, ``ev_power_factor``); the
         solver time limit comes from ``options``.
+    replan_first_s, replan_period_s : int
+        Mode ``day_ahead_daily``: first re-plan after the start [s] (in
+        ``[0, replan_period_s)``; 0 = at the start) and the period [s].
     ac_iterations : int
         AC corrections of each plan (not in the papers): the plan is checked with
         a full AC power flow per step, the difference between AC and linearised
@@ -95,12 +108,20 @@ class ControllerConfig:
     ac_iterations: int = 0
     autonomous: dict = field(default_factory=dict)
     flex: dict = field(default_factory=dict)
+    replan_first_s: int = 0
+    replan_period_s: int = 86400
 
     def validate(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.step_s <= 0 or self.n_steps <= 0:
             raise ValueError(f"step_s and n_steps must be > 0, got {self.step_s}, {self.n_steps}")
+        if self.mode == "day_ahead_daily" and not (
+                self.replan_period_s > 0 and self.replan_period_s % self.step_s == 0
+                and 0 <= self.replan_first_s < self.replan_period_s and self.replan_first_s % self.step_s == 0):
+            raise ValueError(f"replan_period_s must be a positive multiple of step_s ({self.step_s} s) and "
+                             f"replan_first_s a multiple of step_s in [0, replan_period_s), got "
+                             f"{self.replan_period_s}, {self.replan_first_s}")
         if not 0 <= self.ac_iterations <= 20:
             raise ValueError(f"ac_iterations must be in [0, 20], got {self.ac_iterations}")
 
@@ -169,6 +190,11 @@ def _full_steps(arrival_s: np.ndarray, departure_s: np.ndarray, t0_s: float, ste
     """(T, V) mask of steps an EV is plugged in for the whole step."""
     starts = t0_s + np.arange(n_steps)[:, None] * step_s
     return (arrival_s[None, :] <= starts + 1e-9) & (starts + step_s <= departure_s[None, :] + 1e-9)
+
+
+def _stay_key(ev_id: str, departure_s: float) -> str:
+    """Plan column of one stay of an EV (mode ``day_ahead_daily``)."""
+    return f"{ev_id}@{float(departure_s):.0f}"
 
 
 class Controller:
@@ -327,6 +353,8 @@ class Controller:
             out = {e: [float(self.replay.get(e, zero)[0][k]), float(self.replay.get(e, zero)[1][k])]
                    for e in plugged}
             return out, PlanInfo("replay", 0.0, False, 0.0, float("nan"))
+        if cfg.mode == "day_ahead_daily":
+            return self._plan_daily(k, plugged)
         if cfg.mode == "day_ahead":
             if self._plan is None:
                 specs = self.ev_specs or [dict(s, ev_id=e) for e, s in plugged.items()]
@@ -344,6 +372,44 @@ class Controller:
         self._solve(k, specs, initial=False)
         self._plan_k0 = k
         return self._replay(k, plugged, offset=k)
+
+    def _plan_daily(self, k: int, plugged: FleetView):
+        """Mode ``day_ahead_daily`` (module docstring): re-plan at the first step and
+        at each re-plan time, replay the plan in between.
+
+        Plan columns are stays, named ``"<ev_id>@<departure_s>"``: an EV plugged in
+        at the re-plan can come home again before the next one.
+        """
+        cfg = self.config
+        t_s = k * cfg.step_s
+        since = t_s - cfg.replan_first_s
+        solved = False
+        if k == 0 or (since >= 0 and since % cfg.replan_period_s == 0):
+            next_s = cfg.replan_first_s if since < 0 else t_s + cfg.replan_period_s
+            next_s = max(next_s, t_s + cfg.step_s)
+            specs, keys = [], set()
+            for e, st in plugged.items():
+                key = _stay_key(e, st["departure_s"])
+                keys.add(key)
+                specs.append(dict(st, ev_id=key, arrival_s=float(t_s), soc_initial=float(st["soc"]),
+                                  home_bus=int(st["bus"])))
+            for spec in self.ev_specs:
+                stays = [(spec["arrival_s"], spec["departure_s"], spec["soc_initial"]),
+                         *map(tuple, spec.get("next_stays") or ())]
+                for a, d, soc in stays:
+                    key = _stay_key(spec["ev_id"], d)
+                    if t_s <= a < next_s and d > t_s and key not in keys:
+                        keys.add(key)
+                        specs.append(dict(spec, ev_id=key, arrival_s=float(a), departure_s=float(d),
+                                          soc_initial=float(soc)))
+            end_s = max([next_s] + [s["departure_s"] for s in specs])
+            n = min(cfg.n_steps - k, max(1, int(np.ceil(end_s / cfg.step_s - 1e-9)) - k))
+            self._solve(k, specs, initial=True, n_steps=n)
+            self._plan_k0 = k
+            solved = True
+        keys = [_stay_key(e, d) for e, d in zip(plugged.ids, plugged.col("departure_s").tolist())]
+        out, info = self._replay(k, plugged, offset=self._plan_k0, keys=keys)
+        return out, (info if solved else replace(info, solve_s=0.0))
 
     def _plan_still_optimal(self, k: int, plugged: Mapping[str, Mapping], soc_tol: float = 1e-6) -> bool:
         """True when the last receding plan can be replayed at step ``k`` unchanged.
@@ -405,9 +471,10 @@ class Controller:
         power_sum_kw = np.sum((soc[-1] - soc0) / gain)  # sum over steps and EVs of P [kW]
         return float(np.sum((soc - target) ** 2) + cfg.options.k_weight * power_sum_kw)
 
-    def _problem(self, k: int, specs: Sequence[Mapping], initial: bool) -> ChargingProblem:
+    def _problem(self, k: int, specs: Sequence[Mapping], initial: bool,
+                 n_steps: int | None = None) -> ChargingProblem:
         cfg = self.config
-        t = cfg.n_steps - k
+        t = cfg.n_steps - k if n_steps is None else int(n_steps)
         col = {int(b): i for i, b in enumerate(self.sens.bus_ids)}
         arr = lambda key, dtype=float: np.array([s[key] for s in specs], dtype=dtype)  # noqa: E731
         soc0 = arr("soc_initial") if initial else arr("soc")
@@ -428,13 +495,13 @@ class Controller:
             can_discharge=arr("can_discharge", bool),
             can_reactive=arr("can_reactive", bool),
             plugged=plugged,
-            net_p_kw=self.net_p_kw[k:],
-            net_q_kvar=self.net_q_kvar[k:],
+            net_p_kw=self.net_p_kw[k:k + t],
+            net_q_kvar=self.net_q_kvar[k:k + t],
             sens=self.sens,
             limits=cfg.limits,
         )
 
-    def _solve(self, k: int, specs: Sequence[Mapping], initial: bool) -> None:
+    def _solve(self, k: int, specs: Sequence[Mapping], initial: bool, n_steps: int | None = None) -> None:
         from simulators.scheduler.strategies import solve
 
         cfg = self.config
@@ -444,7 +511,7 @@ class Controller:
             self._plan = None
             self._last_info = PlanInfo("no_evs", 0.0, False, 0.0, 0.0)
             return
-        problem = self._problem(k, specs, initial)
+        problem = self._problem(k, specs, initial, n_steps)
         self._plan_linear_ok = False
         self._plan_cols = np.asarray(problem.ev_col, dtype=int)
         t0 = time.perf_counter()
@@ -542,7 +609,7 @@ class Controller:
 
     # ------------------------------------------- plan access (real-time activation) ---
     def _offset(self) -> int:
-        return self._plan_k0 if self.config.mode == "receding" else 0
+        return self._plan_k0 if self.config.mode in ("receding", "day_ahead_daily") else 0
 
     def plan_tail(self, k: int) -> tuple[list[str], np.ndarray] | None:
         """The current plan from step ``k``: (EV ids, ``p_kw`` (n_steps - k, V)), or None."""
@@ -578,13 +645,17 @@ class Controller:
         """Setpoints of step ``k`` from the current plan (after :meth:`set_plan_tail`)."""
         return self._replay(k, FleetView.from_value(fleet).plugged(), offset=self._offset())
 
-    def _replay(self, k: int, plugged: Mapping[str, Mapping], offset: int = 0):
+    def _replay(self, k: int, plugged: Mapping[str, Mapping], offset: int = 0,
+                keys: Sequence[str] | None = None):
+        """Setpoints of step ``k`` from the plan; ``keys``: each plugged EV's plan
+        column name when it is not the EV id (stays, mode ``day_ahead_daily``)."""
         out: dict[str, list[float]] = {}
         plan = self._plan
         row = k - offset
         index = {e: i for i, e in enumerate(self._plan_ids)}
-        for ev_id in plugged:
-            i = index.get(ev_id)
+        ids = list(plugged)
+        for ev_id, key in zip(ids, ids if keys is None else keys):
+            i = index.get(key)
             if plan is None or i is None or row >= plan.p_kw.shape[0]:
                 out[ev_id] = [0.0, 0.0]
                 continue

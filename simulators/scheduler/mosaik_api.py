@@ -28,7 +28,7 @@ META = {
             "public": True,
             "params": ["network", "base_dir", "ext_grid_vm_pu", "strategy", "mode", "limits", "options",
                        "relinearise", "ac_iterations", "autonomous", "e_star_kwh", "forecast_p_kw", "forecast_q_kvar", "ev_specs", "replay",
-                       "realtime", "flex"],
+                       "realtime", "flex", "replan_first_s", "replan_period_s"],
             "attrs": ["fleet_state", "bus_vm_pu", "bus_va_degree",
                       "setpoints", "solve_s", "status", "fallback", "soft_violation_max",
                       "objective", "n_planned", "requests", "flex_offer", "records"],
@@ -64,7 +64,7 @@ class SchedulerSimulator(mosaik_api_v3.Simulator):
 
     def create(self, num, model, network, strategy, mode, limits, options=None, relinearise=False,
                ac_iterations=0, autonomous=None, e_star_kwh=0.0, forecast_p_kw=None, forecast_q_kvar=None, ev_specs=None, base_dir=None,
-               ext_grid_vm_pu=None, replay=None, realtime=None, flex=None):
+               ext_grid_vm_pu=None, replay=None, realtime=None, flex=None, replan_first_s=0, replan_period_s=86400):
         if num != 1 or self.controller is not None:
             raise ValueError("exactly one Scheduler entity per simulator")
         net = load_network(network, None if base_dir is None else Path(base_dir))
@@ -75,6 +75,7 @@ class SchedulerSimulator(mosaik_api_v3.Simulator):
             limits=GridBounds(**limits), options=StrategyOptions(**(options or {})),
             relinearise=bool(relinearise), ac_iterations=int(ac_iterations), e_star_kwh=float(e_star_kwh),
             autonomous=dict(autonomous or {}), flex=dict(flex or {}),
+            replan_first_s=int(replan_first_s), replan_period_s=int(replan_period_s),
         )
         fp = {int(b): v for b, v in (forecast_p_kw or {}).items()}
         fq = {int(b): v for b, v in (forecast_q_kvar or {}).items()}

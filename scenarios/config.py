@@ -849,7 +849,7 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
             except ValueError as exc:
                 problems.append(f"simulators.{name}.addr: {exc} (starter 'connect')")
     # any other name is a user's simulator (docs/external_simulators.md)
-    from scenarios.external_config import check_grid_ends, parse_external
+    from scenarios.external_config import check_grid_ends, parse_external, pv_unit_eids
 
     ext_names = {n for n in sims_raw if n not in SIMULATOR_NAMES}
     externals = tuple(e for n in sorted(ext_names)
@@ -877,8 +877,9 @@ def parse_scenario(raw: dict, path: Path) -> Scenario:
     if grid is not None and externals:
         from adapters.networks import load_network
 
+        net = load_network(grid.network, base_dir)
         for ext in externals:
-            check_grid_ends(ext, load_network(grid.network, base_dir), problems)
+            check_grid_ends(ext, net, problems, pv_unit_eids(pv, grid, net))
     if baseload is not None and baseload.source == "csv":
         csv = base_dir / baseload.csv_path
         if not baseload.csv_path or not csv.is_file():

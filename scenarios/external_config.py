@@ -310,9 +310,35 @@ def parse_external(name: str, raw: Any, base_dir: Path, problems: list[str],
                              replaces=replaces, results=dict(results), **timeouts)
 
 
-def check_grid_ends(ext: ExternalSimulator, net, problems: list[str]) -> None:
-    """Grid and BaseLoad entity ids and attributes of ``ext``'s connections, against
-    the network the grid simulator will build (the same naming rule)."""
+def pv_unit_eids(pv, grid, net) -> set[str] | None:
+    """Entity ids the PV simulator will give the scenario's ``[[pv.units]]``
+    (``PV-<bus index>-<k>``, :mod:`simulators.pv.mosaik_api`), or None where units
+    are also sampled or derived from the network's sgens (not known by name here)."""
+    from scenarios.buses import resolve_bus
+    from simulators.pv.mosaik_api import _bus_tag
+
+    from scenarios.config import resolve_der
+
+    if pv is None or grid is None or pv.sampling != "units" or resolve_der(grid, net) == "pv":
+        return None
+    eids: set[str] = set()
+    per_bus: dict[str, int] = {}
+    for u in pv.units:
+        try:
+            tag = _bus_tag(resolve_bus(net, u.bus))
+        except (KeyError, ValueError):
+            return None  # the bus check names that unit
+        k = per_bus.get(tag, 0)
+        per_bus[tag] = k + 1
+        eids.add(f"PV-{tag}-{k}")
+    return eids
+
+
+def check_grid_ends(ext: ExternalSimulator, net, problems: list[str],
+                    pv_eids: set[str] | None = None) -> None:
+    """Grid, BaseLoad and (where known, ``pv_eids``) PV entity ids and attributes of
+    ``ext``'s connections, against the network the grid simulator will build (the
+    same naming rule)."""
     from simulators.grid.mosaik_api import ENTITY_SPECS
     from simulators.grid.naming import element_eids
 
@@ -346,3 +372,7 @@ def check_grid_ends(ext: ExternalSimulator, net, problems: list[str]) -> None:
                     problems.append(f"{cn}.from: {eid} outputs p_kw and q_kvar, not {attr!r}")
             elif sim in ("PV", "DER") and side == "target":
                 problems.append(f"{cn}.target: the {sim} simulator takes no inputs")
+            elif sim == "PV" and pv_eids is not None and eid not in pv_eids:
+                problems.append(f"{cn}.source: the PV simulator will have no entity {eid!r} "
+                                f"(pv.units give: {', '.join(sorted(pv_eids)) or 'none'}; "
+                                "a unit is named PV-<bus index>-<k>)")

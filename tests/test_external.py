@@ -308,3 +308,15 @@ def test_time_shifted_scaled_connection_from_a_grid_line(tmp_path):
     want = home + (line.shift(1).fillna(0.0) * 0.01)
     np.testing.assert_allclose(seen.to_numpy(), want.to_numpy(), rtol=1e-12, atol=1e-12)
     assert (line.iloc[:-1] > 1.0).all()  # the shifted term is not negligible
+
+
+def test_pv_source_must_be_a_unit_the_pv_simulator_will_create():
+    """A PV unit moved to another bus renames its entity: the connection naming the old
+    name is refused before start (found by the scenario fuzz: it failed at set-up)."""
+    raw = raw_of(EXAMPLE)
+    raw["pv"]["units"][1]["bus"] = 1  # R15 (bus 16) -> bus index 1: PV-16-0 is no more
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(raw, EXAMPLE)
+    assert any(p.startswith("simulators.battery.connections[") and "no entity 'PV-16-0'" in p
+               and "PV-1-0" in p for p in info.value.problems), info.value.problems
+    parse_scenario(raw_of(EXAMPLE), EXAMPLE)  # the shipped example names its units right

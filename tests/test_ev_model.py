@@ -536,6 +536,7 @@ def test_spec_fields_match_conventions():
         "ev_id", "home_bus", "capacity_kwh", "charger_kva", "efficiency",
         "can_discharge", "can_reactive", "arrival_s", "departure_s", "soc_initial",
         "soc_target", "soc_min", "soc_max", "autonomous",
+        "next_stays",  # (arrival_s, departure_s, soc_initial) per later stay: units in the tuple's names
     ]
 
 

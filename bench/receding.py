@@ -98,30 +98,15 @@ def print_cosim(rows: list[tuple[str, str, int, dict]]) -> None:
 # --------------------------------------------------------------------- growth law
 def growth_problem(n_evs: int, n_steps: int, seed: int = 0):
     """CIGRE MV, seed 000 fleet scaled to ``n_evs``, 16 h from 16:00 in ``n_steps`` steps."""
-    import pandapower as pp
     import pandapower.networks as pn
     from scipy import stats
 
-    from bench.strategies import CIGRE_COUNTS, _SHAPE, _SHAPE_H
-    from simulators.grid.sensitivity import compute_sensitivities
+    from bench.strategies import CIGRE_COUNTS, _SHAPE, _SHAPE_H, peak_operating_point
     from simulators.scheduler.problem import ChargingProblem, GridBounds
 
     net = pn.create_cigre_network_mv(with_der=False)
     peak = 0.6
-    base_p = net.load.p_mw.to_numpy() * net.load.scaling.to_numpy()
-    base_q = net.load.q_mvar.to_numpy() * net.load.scaling.to_numpy()
-    net.load["p_mw"] = base_p * peak
-    net.load["q_mvar"] = base_q * peak
-    net.load["scaling"] = 1.0
-    pp.runpp(net)
-    sens = compute_sensitivities(net)
-    colmap = {int(b): i for i, b in enumerate(sens.bus_ids)}
-    nom_p = np.zeros(sens.bus_ids.size)
-    nom_q = np.zeros(sens.bus_ids.size)
-    for bus, p_mw, q_mvar in zip(net.load.bus, base_p, base_q, strict=True):
-        if int(bus) in colmap:
-            nom_p[colmap[int(bus)]] += p_mw * 1e3
-            nom_q[colmap[int(bus)]] += q_mvar * 1e3
+    sens, colmap, nom_p, nom_q = peak_operating_point(net, peak)
     step_h = 16.0 / n_steps
     hours = 16.0 + (np.arange(n_steps) + 0.5) * step_h
     factor = peak * np.interp(hours, _SHAPE_H, _SHAPE)[:, None]

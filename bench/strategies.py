@@ -78,9 +78,9 @@ def sample_evs(counts: dict[int, int], rng: np.random.Generator):
     return home, (t >= arr) & (t < dep), soc0, arr_h, dep_h
 
 
-def make_problem(net, counts: dict[int, int], peak: float, limits: GridBounds, seed: int = 0):
-    """Charging problem with sensitivities at the peak-load operating point."""
-    shape = load_shape()
+def peak_operating_point(net, peak: float):
+    """Sensitivities at ``peak`` x the nominal loads (sets ``net``'s loads there), the
+    bus -> column map, and the nominal load per sensitivity column [kW], [kvar]."""
     base_p = net.load.p_mw.to_numpy() * net.load.scaling.to_numpy()
     base_q = net.load.q_mvar.to_numpy() * net.load.scaling.to_numpy()
     net.load["p_mw"] = base_p * peak
@@ -96,6 +96,13 @@ def make_problem(net, counts: dict[int, int], peak: float, limits: GridBounds, s
         if int(bus) in colmap:
             nom_p[colmap[int(bus)]] += p_mw * 1e3
             nom_q[colmap[int(bus)]] += q_mvar * 1e3
+    return sens, colmap, nom_p, nom_q
+
+
+def make_problem(net, counts: dict[int, int], peak: float, limits: GridBounds, seed: int = 0):
+    """Charging problem with sensitivities at the peak-load operating point."""
+    shape = load_shape()
+    sens, colmap, nom_p, nom_q = peak_operating_point(net, peak)
     factor = peak * shape[:, None]
     rng = np.random.default_rng(seed)
     home, plugged, soc0, _, _ = sample_evs(counts, rng)

@@ -225,3 +225,36 @@ def test_peak_tie_break_spreads_charging_at_the_same_objective(lv_sens):
     assert "peak tie-break" in flat.termination
     assert FlexOptions(tie_break="valley").problems() == [
         "tie_break: must be one of ('none', 'peak'), got 'valley'"]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), n_ev=st.integers(2, 12), vm_min=st.sampled_from([0.5, 0.97]))
+def test_optimal_face_tie_break_equals_objective_row_lp(lv_sens, seed, n_ev, vm_min):
+    """The tie-break LP on the optimal face (stage-1 columns and rows with nonzero dual
+    fixed at their bound) keeps stage 1's eq. (4) optimum and reaches the lowest peak of
+    the objective-row LP held at that optimum (c'x >= c'x*, all of stage 1's rows); the
+    objective-row LP that may lose 1e-6 of eq. (4) is a relaxation: its peak is a lower
+    bound, stage 1's own peak an upper one."""
+    from simulators.scheduler.flexibility import _peak_lp, _solve_highs, build_flex_lp
+
+    p = random_fleet(lv_sens, seed, n_ev)
+    p = replace(p, limits=replace(p.limits, vm_min_pu=vm_min))
+    opts = FlexOptions(tie_break="peak")
+    lp = build_flex_lp(p, opts)
+    x1, status, *_ = _solve_highs(lp, 60.0)
+    if x1 is None:
+        return
+    n = lp.A.shape[1]
+    exact, *_ = _solve_highs(_peak_lp(lp, x1, 0.0), 60.0)
+    relaxed, *_ = _solve_highs(_peak_lp(lp, x1, 1e-6), 60.0)
+    plan = solve_flex(p, opts)
+    assert "optimal face" in plan.termination
+    assert plan.objective == pytest.approx(flex_only(lp, x1), rel=1e-7, abs=1e-6)
+    peak = plan.p_ch_kw.sum(axis=1).max()
+    assert relaxed[n] - 1e-7 <= peak <= np.bincount(lp.pair_t, weights=x1[lp.i_ch]).max() + 1e-7
+    assert peak == pytest.approx(exact[n], abs=1e-4)
+
+
+def flex_only(lp, x):
+    """Eq. (4) part of ``c'x`` (without the slack penalty)."""
+    return float(sum(lp.c[idx] @ x[idx] for idx in lp.i_flex.values()))

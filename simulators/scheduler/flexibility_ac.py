@@ -564,18 +564,13 @@ def solve_flex_ac(problem: ChargingProblem, options, ac_grid: ACGrid | None = No
     import pyomo.environ as pyo
     from pyomo.opt import TerminationCondition as TC
 
-    from .flexibility import _peak_lp, _replace, _solve_highs, build_flex_lp, extract_plan, fallback_plan
+    from .flexibility import _replace, build_flex_lp, extract_plan, fallback_plan, solve_flex_lp
 
     if ac_grid is None:
         raise ValueError("grid_model: 'ac' needs the network (ac_grid=ac_grid_from_net(net, sens))")
     t0 = time.perf_counter()
     lp = build_flex_lp(problem, options)
-    x_lp, st_lp, term_lp, lp_s = _solve_highs(lp, options.time_limit_s)
-    if x_lp is not None and options.tie_break == "peak" and lp.i_ch.size:
-        x2, _, _, s2 = _solve_highs(_peak_lp(lp, x_lp, options.tie_break_rel), options.time_limit_s)
-        lp_s += s2
-        if x2 is not None:
-            x_lp = x2[: lp.A.shape[1]]
+    x_lp, st_lp, term_lp, lp_s = solve_flex_lp(lp, options)
     t1 = time.perf_counter()
     if x_lp is None:    # the linear EV problem itself has no solution: nothing to start from
         plan = fallback_plan(problem, options, reason=st_lp, message=f"warm-start LP: {term_lp}",

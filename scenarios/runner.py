@@ -856,6 +856,8 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
     summary["setup_seconds"] = round(setup_s, 3)
     if errors.messages or summary.get("recorded_steps", 0) < n_steps:
         raise _Incomplete()  # the failure record says what mosaik logged
+    if sc.strategy == "flex_max" and sc.mode == "day_ahead" and not case.dso.policies and plots:
+        summary.update(flex_plan_summary(case, out_dir))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if plots:
         from scenarios.plots import plot_run
@@ -863,6 +865,38 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
         plot_run(out_dir, net=net)
     _finish(out_dir, summary)
     return CaseResult(case.name, out_dir, summary)
+
+
+def flex_plan_summary(case: Case, out_dir: Path) -> dict:
+    """The day-ahead flex_max plan of a case and its AC checks (seed 003, issue 11).
+
+    ``scenarios.seed003_study.run_case`` rebuilds the scheduler's inputs as the run
+    does and solves the same plan, runs the AC power flows of its baseline, full
+    downward and full upward activation and writes Figs. 7-10 into ``out_dir/flex/``.
+    Returns ``flex`` (that summary: status, termination, objective, build and solve
+    times, flexibility totals, AC checks per activation, linear-vs-AC voltage error)
+    and its headline numbers as flat ``flex_*`` keys; ``flex_objective_run_kw`` is
+    the objective the run's scheduler recorded, so a reader sees both plans agree.
+    """
+    from scenarios.seed003_study import run_case as study_case
+    from simulators.recorder.model import read_table
+
+    flex = study_case(case, None, out_dir / "flex")
+    flex["figures"] = [f"flex/{Path(f).name}" for f in flex["figures"]]
+    sched = read_table(out_dir, "Scheduler")
+    rec = sched["objective"].dropna() if "objective" in sched else []
+    ac = flex["ac"]
+    return {
+        "flex": flex, "flex_status": flex["status"], "flex_termination": flex["termination"],
+        "flex_fallback": flex["fallback"], "flex_objective_kw": flex["objective_kw"],
+        "flex_objective_run_kw": float(rec.iloc[0]) if len(rec) else None,
+        "flex_solve_s": flex["solve_s"], "flex_model_build_s": flex["model_build_s"],
+        "flex_up_kw_total_steps": flex["up_kw_total_steps"],
+        "flex_down_kw_total_steps": flex["down_kw_total_steps"],
+        "flex_ac_vm_min_pu": {a: r["vm_min_pu"] for a, r in ac.items()},
+        "flex_ac_trafo_loading_max_percent": {a: r["trafo_loading_max_percent"] for a, r in ac.items()},
+        "flex_ac_worst_violation": max(r["worst_violation"] for r in ac.values()),
+    }
 
 
 def _collected_only(case: Case, out_dir: Path, coll, ext_info: dict, drivers: dict, wall0: float) -> CaseResult:
@@ -913,7 +947,8 @@ SUMMARY_COLUMNS = ("min_voltage_pu", "violating_bus_steps", "max_voltage_violati
                    "max_trafo_loading_percent", "mean_soc_at_departure", "evs_below_target_at_departure",
                    "t95_hours", "v2g_discharged_kwh", "reactive_energy_kvarh", "solve_seconds",
                    "fallback_steps", "soft_limit_violation_max", "pf_not_converged_steps",
-                   "soc_deviation_sq_sum", "soc_shortfall_sum", "hours_until_all_at_target", "wall_seconds")
+                   "soc_deviation_sq_sum", "soc_shortfall_sum", "hours_until_all_at_target",
+                   "flex_status", "flex_objective_kw", "flex_solve_s", "flex_ac_worst_violation", "wall_seconds")
 
 
 def format_summary(name: str, summary: dict) -> str:

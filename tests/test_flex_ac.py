@@ -164,3 +164,26 @@ def test_newton_power_flow_through_a_phase_shifting_transformer():
     v, ok = newton_pf(grid, bus_demand_pu(grid, sens.p0_kw[None], sens.q0_kvar[None]))
     assert ok.all()
     np.testing.assert_allclose(np.abs(v[0, grid.col_bus]), net.res_bus.vm_pu[sens.bus_ids], atol=1e-8)
+
+
+def test_run_summary_carries_the_plan_and_its_ac_checks(tmp_path):
+    """``run_cosim.py scenarios/seed003_flex.toml`` (issue 11, "How it will be checked"):
+    the case's summary has the plan's status and termination, flexibility totals, solve
+    times and the AC checks of baseline / full down / full up, Figs. 7-10 in flex/, and
+    the study's plan is the one the run's scheduler solved (same objective)."""
+    from scenarios.overrides import prepare
+    from scenarios.runner import run_case
+
+    case = [c for c in prepare("scenarios/seed003_flex.toml", steps=40).cases if c.name == "linear"][0]
+    s = run_case(case, tmp_path / "linear").summary
+    assert s["flex_status"] == "optimal" and not s["flex_fallback"]
+    assert "Optimal" in s["flex_termination"]
+    assert s["flex_objective_kw"] > 0
+    assert s["flex_objective_kw"] == pytest.approx(s["flex_objective_run_kw"], rel=1e-9)
+    assert s["flex_up_kw_total_steps"] + s["flex_down_kw_total_steps"] == pytest.approx(s["flex_objective_kw"])
+    assert set(s["flex_ac_vm_min_pu"]) == {"baseline", "down", "up"}
+    assert s["flex_ac_vm_min_pu"]["up"] <= s["flex_ac_vm_min_pu"]["baseline"] + 1e-9
+    assert s["flex_ac_worst_violation"] == 0.0
+    assert s["flex_solve_s"] >= 0 and s["flex_model_build_s"] >= 0
+    for name in ("fig7_flexibility", "fig8_min_voltage", "fig9_trafo_loading", "fig10_charging"):
+        assert (tmp_path / "linear" / "flex" / f"{name}.png").is_file()

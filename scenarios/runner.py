@@ -708,6 +708,13 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
             children = {e.eid: e for e in grid.children}
         bus_eid = element_eids(net, "bus")  # the grid simulator names buses by this rule
 
+        def batched(key: str) -> bool:
+            """Whether simulator ``key`` feeds the grid through one ``Grid.injections``
+            value a step instead of one connection per element (both in-process, the
+            project's grid; the same sums: ``simulators/grid/mosaik_api.py``)."""
+            return (grid_cfg.simulator != "mosaik-pandapower-2"
+                    and all(case.simulators[k].starter == "python" for k in ("grid", key)))
+
         if case.baseload.reader == "mosaik-csv":  # the stock mosaik-csv serves the file
             load_ends = stock_csv_baseload(world, case, base, children, rec)
             recorded = []
@@ -719,8 +726,11 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
                                            if case.baseload.source == "csv" else None),
                                  scale=case.baseload.scale, profiles=dict(case.baseload.profiles),
                                  base_dir=str(case.base_dir), study_case=study_case)
-            for load in bl.children:
-                world.connect(load, children[load.eid], "p_kw", "q_kvar")
+            if batched("baseload"):
+                world.connect(bl, grid, "injections")
+            else:
+                for load in bl.children:
+                    world.connect(load, children[load.eid], "p_kw", "q_kvar")
             load_ends = {e.eid: e for e in bl.children}
             recorded = [bl]  # simulators whose records (one table per step) go to the recorder
 
@@ -730,8 +740,11 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
             mode, modes = der_modes(case, net)
             der_ent = der_sim.DER(network=grid_cfg.network, mode=mode, modes=modes,
                                   base_dir=str(case.base_dir), study_case=study_case)
-            for unit in der_ent.children:
-                world.connect(unit, children[unit.eid], "p_kw", "q_kvar")
+            if batched("der"):
+                world.connect(der_ent, grid, "injections")
+            else:
+                for unit in der_ent.children:
+                    world.connect(unit, children[unit.eid], "p_kw", "q_kvar")
             recorded.append(der_ent)
 
         units = pv_units(case, net)
@@ -773,9 +786,12 @@ def _run_case(case: Case, out_dir: Path, plots: bool, replay_dir: Path | None, p
             )
         world.connect(fleet, sched, "fleet_state")
         world.connect(sched, fleet, "setpoints", weak=True)
-        for evbus in (c for c in fleet.children if c.type == "EVBus"):
-            bus = int(evbus.eid.split("-", 1)[1])
-            world.connect(evbus, children[bus_eid[bus]], "p_kw", "q_kvar")
+        if batched("fleet"):
+            world.connect(fleet, grid, "injections")
+        else:
+            for evbus in (c for c in fleet.children if c.type == "EVBus"):
+                bus = int(evbus.eid.split("-", 1)[1])
+                world.connect(evbus, children[bus_eid[bus]], "p_kw", "q_kvar")
         world.connect(grid, sched, "bus_vm_pu", "bus_va_degree", time_shifted=step_s)
 
         world.connect(grid, rec, *GRID_ATTRS, "records")  # records: every Bus/Line/Trafo output

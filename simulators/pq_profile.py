@@ -3,7 +3,10 @@
 The base-load and PV simulators both hold a model with ``step_values(step) ->
 (p_kw, q_kvar)`` arrays (one column per unit) and publish, per entity, the sum over
 that entity's columns (one unit, or a parent summing its children). A parent also
-publishes ``records``: its units' values as one table (:mod:`simulators.records`).
+publishes ``records``: its units' values as one table (:mod:`simulators.records`),
+and, where the unit ids are the grid's child ids (``grid_eids``: base load, DER),
+``injections``: the same table for the grid's ``Grid.injections`` input (one value
+a step instead of two per unit).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class PQProfileSimulator(mosaik_api_v3.Simulator):
     kind = "profile"
     records_table = "Unit"
     """Table name of the units in ``records``."""
+    grid_eids = False
+    """Whether the unit ids are the grid simulator's child ids (``injections`` output)."""
 
     def __init__(self, meta: dict) -> None:
         super().__init__(meta)
@@ -99,6 +104,9 @@ class PQProfileSimulator(mosaik_api_v3.Simulator):
             for attr in attrs:
                 if attr == "records":
                     row[attr] = self._records(cols)
+                    continue
+                if attr == "injections" and self.grid_eids:
+                    row[attr] = self._records(cols)[self.records_table]
                     continue
                 if attr not in arrays:
                     raise ValueError(f"unknown attribute {attr!r} of {eid}")

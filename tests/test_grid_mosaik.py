@@ -8,6 +8,7 @@ import sys
 
 import mosaik
 import mosaik_api_v3
+import numpy as np
 import pandapower as pp
 import pytest
 from mosaik.starters import PythonStarter
@@ -72,7 +73,7 @@ def test_meta_is_built_from_the_table():
     assert META["api_version"] == "3.0" and META["type"] == "time-based"
     assert set(META["models"]) == set(ENTITY_SPECS)
     assert META["models"]["Grid"]["public"] and not META["models"]["Bus"]["public"]
-    assert set(META["models"]["Grid"]["attrs"]) == set(GRID_OUTPUTS)
+    assert set(META["models"]["Grid"]["attrs"]) == set(GRID_OUTPUTS) | {"injections"}
     assert {"vm_pu", "va_degree", "p_kw", "q_kvar"} == set(META["models"]["Bus"]["attrs"])
     assert META["models"]["Bus"]["input_combination"]["p_kw"].startswith("sum")
     assert {"loading_percent", "p_hv_kw", "q_hv_kvar"} == set(META["models"]["Trafo"]["attrs"])
@@ -125,6 +126,58 @@ def test_entities_inputs_and_outputs():
     assert type(data["Grid"]["pf_converged"]) is bool
     with pytest.raises(ValueError, match="not an output"):
         sim.get_data({bus_eids[bus]: ["p_kw"]})
+
+
+SIMBENCH_LV = "simbench:1-LV-rural2--0-sw"  # 99 loads, 8 sgens
+
+
+def _grid_state(inputs: dict, network: str = SIMBENCH_LV):
+    sim = GridSimulator()
+    sim.init("Grid-0", time_resolution=1.0, step_s=STEP)
+    sim.create(1, "Grid", network=network, vm_min_pu=0.97, vm_max_pu=1.03)
+    sim.step(0, inputs, 10_000)
+    return sim.state
+
+
+def test_injections_tables_equal_per_child_inputs_bit_for_bit():
+    """``Grid.injections`` rows mean what the same values on the children mean: the
+    same power flow to the last bit, with per-child inputs and tables mixed."""
+    net = load_network(SIMBENCH_LV)
+    loads, buses, sgens = (element_eids(net, e) for e in ("load", "bus", "sgen"))
+    load_ids, sgen_ids = list(loads)[:3], list(sgens)[:2]
+    bus_a, bus_b = (int(b) for b in net.bus.index[-2:])
+    p_load, q_load = [310.25, -0.0, 0.1 + 0.2], [77.5, 12.0, -0.0]
+    p_sgen, q_sgen = [-120.0, -0.0], [0.0, -3.5]
+    per_child = {loads[i]: {"p_kw": {"BL.BL": p}, "q_kvar": {"BL.BL": q}}
+                 for i, p, q in zip(load_ids, p_load, q_load)}
+    per_child.update({sgens[i]: {"p_kw": {"D.D": p}, "q_kvar": {"D.D": q}}
+                      for i, p, q in zip(sgen_ids, p_sgen, q_sgen)})
+    per_child[buses[bus_a]] = {"p_kw": {"F.F": 11.0, "PV.1": -4.25}, "q_kvar": {"F.F": 0.0, "PV.1": -0.0}}
+    per_child[buses[bus_b]] = {"p_kw": {"F.F": 22.0}, "q_kvar": {"F.F": -0.0}}
+    ref = _grid_state(per_child)
+    table = {"entity": [loads[i] for i in load_ids] + [sgens[i] for i in sgen_ids],
+             "p_kw": np.array(p_load + p_sgen), "q_kvar": np.array(q_load + q_sgen)}
+    fleet = {"bus": [bus_a, bus_b], "p_kw": [11.0, 22.0], "q_kvar": [0.0, -0.0]}
+    pv = {buses[bus_a]: {"p_kw": {"PV.1": -4.25}, "q_kvar": {"PV.1": -0.0}}}
+    for inputs in ({"Grid": {"injections": {"BL.BL": table, "F.F": fleet}}, **pv},  # mixed
+                   {"Grid": {"injections": {"BL.BL": table, "F.F": fleet,
+                                            "PV.1": {"bus": [bus_a], "p_kw": [-4.25], "q_kvar": [-0.0]}}}}):
+        state = _grid_state(inputs)
+        for attr in ("vm_pu", "va_degree", "line_i_ka", "trafo_p_hv_kw", "trafo_q_hv_kvar"):
+            assert getattr(state, attr).tobytes() == getattr(ref, attr).tobytes(), attr
+
+
+@pytest.mark.parametrize("table, match", [
+    ({"entity": ["nope"], "p_kw": [1.0], "q_kvar": [0.0]}, "'nope' is not a Load, Sgen"),
+    ({"bus": [0], "p_kw": [math.nan], "q_kvar": [0.0]}, r"p_kw of bus 0: value is not finite"),
+    ({"bus": [0, 1], "p_kw": [1.0], "q_kvar": [0.0, 0.0]}, "1 values for 2 rows"),
+    ({"bus": [10_000], "p_kw": [1.0], "q_kvar": [0.0]}, "10000 is not in the network"),
+    ({"p_kw": [1.0], "q_kvar": [0.0]}, "'entity' or 'bus'"),
+    ({"bus": [0], "p_kw": [1.0]}, "no 'q_kvar' column"),
+])
+def test_injections_bad_tables_name_the_source_and_row(table, match):
+    with pytest.raises(ValueError, match=match):
+        _grid_state({"Grid": {"injections": {"Src-0.X": table}}}, "cigre_mv")
 
 
 def test_tiny_world_sums_sources_and_overrides_loads():

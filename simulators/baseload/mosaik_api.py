@@ -12,7 +12,9 @@ One ``BaseLoad`` entity per network, with one child ``Load`` entity per row of
 Outputs (load convention, built-in floats; value at tick ``t`` = mean over
 ``[t, t + step)``): ``p_kw``, ``q_kvar`` per ``Load``; the ``BaseLoad`` parent
 publishes the sums, and ``records``: every load's values as one table ``"Load"``
-(:mod:`simulators.records`; connect it to a recorder instead of every load).
+(:mod:`simulators.records`; connect it to a recorder instead of every load), and
+``injections``: the same table for the grid's ``Grid.injections`` input
+(``world.connect(bl, grid, "injections")`` instead of one connection per load).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ META = {
     "api_version": "3.0",
     "type": "time-based",
     "models": {
-        "BaseLoad": {"public": True, "params": list(PARAMS), "attrs": [*OUTPUTS, "records"]},
+        "BaseLoad": {"public": True, "params": list(PARAMS), "attrs": [*OUTPUTS, "records", "injections"]},
         "Load": {"public": False, "params": [], "attrs": list(OUTPUTS)},
     },
 }
@@ -50,6 +52,7 @@ class BaseLoadSimulator(PQProfileSimulator):
 
     kind = "base-load"
     records_table = "Load"
+    grid_eids = True
 
     def __init__(self) -> None:
         super().__init__(META)

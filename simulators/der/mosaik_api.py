@@ -12,7 +12,8 @@ unit (``Storage-*``), ids equal to the grid's children
 Outputs (load convention, built-in floats; value at tick ``t`` = mean over
 ``[t, t + step)``): ``p_kw``, ``q_kvar`` per child (a producing sgen is negative);
 the ``DER`` parent publishes the sums, and ``records``: every unit as one table
-``"DER"`` (:mod:`simulators.records`).
+``"DER"`` (:mod:`simulators.records`), and ``injections``: the same table for the
+grid's ``Grid.injections`` input (one connection instead of one per unit).
 
 Run out of process: ``python -m simulators.der.mosaik_api %(addr)s``.
 """
@@ -33,7 +34,7 @@ META = {
     "api_version": "3.0",
     "type": "time-based",
     "models": {
-        "DER": {"public": True, "params": list(PARAMS), "attrs": [*OUTPUTS, "records"]},
+        "DER": {"public": True, "params": list(PARAMS), "attrs": [*OUTPUTS, "records", "injections"]},
         "Sgen": {"public": False, "params": [], "attrs": list(OUTPUTS)},
         "Storage": {"public": False, "params": [], "attrs": list(OUTPUTS)},
     },
@@ -45,6 +46,7 @@ class DERSimulator(PQProfileSimulator):
 
     kind = "DER"
     records_table = "DER"
+    grid_eids = True
 
     def __init__(self) -> None:
         super().__init__(META)

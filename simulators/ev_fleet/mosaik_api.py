@@ -18,6 +18,9 @@ Entities (see ``docs/conventions.md``):
   target at ``t``). All persistent.
 - ``EVBus-<bus index>`` (children): ``p_kw``, ``q_kvar``, sums over the EVs
   charging at that bus during ``[t, t + step)`` (persistent).
+- ``Fleet.injections`` (persistent): every ``EVBus``'s ``p_kw`` and ``q_kvar`` as
+  one table ``{"bus": [bus index, ...], "p_kw": [...], "q_kvar": [...]}`` for the
+  grid's ``Grid.injections`` input (one value a step instead of two per bus).
 - ``Fleet.records`` (persistent): every output of every child in one columnar
   value, ``{"EV": {"entity": [...], "soc": [...], ...}, "EVBus": {...}}``. A
   recorder reads the whole fleet through this one attribute: connecting
@@ -73,7 +76,7 @@ META: dict[str, Any] = {
         "Fleet": {
             "public": True,
             "params": ["specs", "e_star_kwh", "charging_buses"],
-            "attrs": ["setpoints", "fleet_state", "records"],
+            "attrs": ["setpoints", "fleet_state", "records", "injections"],
             "trigger": ["setpoints"],
             "non-persistent": ["fleet_state"],
         },
@@ -107,6 +110,7 @@ class FleetSimulator(mosaik_api_v3.Simulator):
         self._publish_state = False
         self._ev_eids: dict[str, int] = {}
         self._bus_eids: dict[str, int] = {}
+        self._buses: list[int] = []
 
     def init(
         self,
@@ -200,7 +204,8 @@ class FleetSimulator(mosaik_api_v3.Simulator):
             charging_buses=charging_buses,
         )
         self._ev_eids = {ev_id: i for i, ev_id in enumerate(self._model.ev_ids)}
-        self._bus_eids = {f"EVBus-{b}": j for j, b in enumerate(self._model.buses.tolist())}
+        self._buses = [int(b) for b in self._model.buses.tolist()]
+        self._bus_eids = {f"EVBus-{b}": j for j, b in enumerate(self._buses)}
         children = [{"eid": eid, "type": "EV", "rel": []} for eid in self._ev_eids]
         children += [{"eid": eid, "type": "EVBus", "rel": []} for eid in self._bus_eids]
         return [{"eid": FLEET_EID, "type": "Fleet", "rel": [], "children": children}]
@@ -275,7 +280,7 @@ class FleetSimulator(mosaik_api_v3.Simulator):
             if eid == FLEET_EID:
                 row = {}
                 for attr in attrs:
-                    if attr not in ("fleet_state", "records"):
+                    if attr not in ("fleet_state", "records", "injections"):
                         raise ValueError(f"Fleet has no output {attr!r}")
                 if self._publish_state and "fleet_state" in attrs:
                     row["fleet_state"] = model.fleet_state(as_lists=as_lists(self))
@@ -288,6 +293,13 @@ class FleetSimulator(mosaik_api_v3.Simulator):
                         "EVBus": {"entity": list(self._bus_eids), "p_kw": column(p, listed),
                                   "q_kvar": column(q, listed)},
                     }
+                if "injections" in attrs:
+                    p, q = model.bus_power()
+                    if not (np.isfinite(p).all() and np.isfinite(q).all()):
+                        raise RuntimeError("non-finite bus power output")
+                    listed = as_lists(self)
+                    row["injections"] = {"bus": self._buses if listed else np.array(self._buses),
+                                         "p_kw": column(p, listed), "q_kvar": column(q, listed)}
                 if row:
                     data[eid] = row
             elif eid in self._ev_eids:

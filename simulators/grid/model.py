@@ -427,11 +427,33 @@ def _sum_value(value: float | Iterable[float]) -> float:
 
 
 def _place(values, positions: Mapping[int, int], offset: int, target: np.ndarray, kind: str,
-           element: str, unknown: str) -> None:
+           element: str, unknown: str, cache: dict | None = None) -> None:
     """Write summed demand [kW or kvar] into ``target`` [MW or Mvar] at the element's row.
+
+    ``values``: a mapping element index -> value (summed by `_sum_value`), or a
+    pair ``(indices, values)`` of arrays, one final value per element (each index
+    once): the vectorised form of the mapping, the same floats in ``target``.
+    ``cache`` keeps the rows of an index array seen before (keyed by its bytes).
 
     Raises ValueError naming the element on unknown ids, bad or non-finite values.
     """
+    if isinstance(values, tuple):
+        index, column = values
+        key = (element, index.tobytes())
+        rows = None if cache is None else cache.get(key)
+        if rows is None:
+            rows = np.array([positions.get(int(i), -1) for i in index], dtype=np.int64)
+            missing = np.flatnonzero(rows < 0)
+            if missing.size:
+                raise ValueError(f"{kind}: {element} {int(index[missing[0]])!r} {unknown}")
+            if cache is not None:
+                cache[key] = rows
+        bad = np.flatnonzero(~np.isfinite(column))
+        if bad.size:
+            raise ValueError(f"{kind} of {element} {int(index[bad[0]])!r} is not finite: "
+                             f"{float(column[bad[0]])!r}")
+        target[offset + rows] = column / _KW_PER_MW
+        return
     for key, value in (values or {}).items():
         pos = positions.get(int(key))
         if pos is None:
@@ -553,6 +575,7 @@ class GridModel:
         n_loads = len(self.load_ids) + self._n_bus
         self._offset = {"load": 0, "bus": len(self.load_ids), "sgen": n_loads,
                         "storage": n_loads + len(self.sgen_ids)}
+        self._rows_cache: dict = {}  # (element, index bytes) -> rows (`_place`)
 
         self.line_ids = net.line.index.to_numpy(dtype=np.int64)
         self.trafo_ids = net.trafo.index.to_numpy(dtype=np.int64)
@@ -869,13 +892,14 @@ class GridModel:
         q_mvar = self._base_q_mvar.copy()
         off = self._offset
         for values, target, kind in ((bus_p_kw, p_mw, "bus p_kw"), (bus_q_kvar, q_mvar, "bus q_kvar")):
-            _place(values, self._bus_pos, off["bus"], target, kind, "bus", "is not in the network")
+            _place(values, self._bus_pos, off["bus"], target, kind, "bus", "is not in the network",
+                   self._rows_cache)
         for element, pos, p_in, q_in in (("load", self._load_pos, load_p_kw, load_q_kvar),
                                          ("sgen", self._sgen_pos, sgen_p_kw, sgen_q_kvar),
                                          ("storage", self._storage_pos, storage_p_kw, storage_q_kvar)):
             for values, target, kind in ((p_in, p_mw, f"{element} p_kw"), (q_in, q_mvar, f"{element} q_kvar")):
                 _place(values, pos, off[element], target, kind, element,
-                       f"is not one of the network's {element}s")
+                       f"is not one of the network's {element}s", self._rows_cache)
         return p_mw, q_mvar
 
     def step(
@@ -901,6 +925,10 @@ class GridModel:
             Extra demand at pandapower bus index [kW, kvar], load convention
             (a PV unit is negative). An iterable value (or a mapping source ->
             value) is summed: several units at one bus add up.
+            Every argument may also be a pair ``(indices, values)`` of numpy
+            arrays (int64 pandapower indices, each once; float values, already
+            summed): the same as the mapping ``dict(zip(indices, values))``,
+            without a Python loop over the elements.
         load_p_kw, load_q_kvar : mapping of int to float, optional
             Replacement for the demand of the network's own load with that
             pandapower index [kW, kvar] (before the load's ``scaling``).

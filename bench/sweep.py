@@ -15,7 +15,10 @@ Prints:
 - the engine's overhead per point: ``(workers x cluster wall - sum of the points'
   own run time in the workers) / points`` (target: < 0.5 s); it includes the
   tail where one worker idles while the other finishes the last point;
-- whether the merged tables are identical (timing columns aside).
+- whether the merged tables are identical (timing columns aside);
+- the machine's own ceiling: the speed-up of the same pure-Python loop run in
+  ``--workers`` processes at once over one process (a shared or throttled virtual
+  machine gives less than its core count; the sweep cannot beat this).
 
 The machine may be shared: run it when the machine is otherwise idle, or read the
 ratio (both runs are side by side in one invocation) rather than the absolute times.
@@ -57,6 +60,30 @@ def _warm() -> None:
     load_network("cigre_lv")
 
 
+def _spin(n: int) -> float:
+    """CPU seconds of a pure-Python loop of ``n`` additions (wall time, s)."""
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(n):
+        total += i
+    return time.perf_counter() - t0
+
+
+def machine_ceiling(workers: int, n: int = 20_000_000) -> float:
+    """Speed-up of ``workers`` copies of one loop in parallel over one copy alone."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.map(_spin, [1000] * workers)
+        t0 = time.perf_counter()
+        pool.map(_spin, [n])
+        one_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pool.map(_spin, [n] * workers, chunksize=1)
+        all_s = time.perf_counter() - t0
+    return workers * one_s / all_s
+
+
 def _comparable(table):
     return table.drop(columns=[c for c in (*TIMING_KEYS, "resumed") if c in table]).sort_values("point") \
         .reset_index(drop=True)
@@ -86,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             cluster = run_sweep(scenario, tmp / "cluster", client=client, **quiet)
             cluster_s = time.perf_counter() - t0
+    ceiling = machine_ceiling(args.workers)
     n = len(serial.table)
     busy_s = float(cluster.table["exec_seconds"].sum())
     overhead = (args.workers * cluster_s - busy_s) / n
@@ -99,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         ("speed-up incl. start-up + warm-up", f"{serial_s / (cluster_s + start_s + warm_s):.2f}x", ""),
         ("points' own run time in workers [s]", f"{busy_s:.1f}", f"serial: {serial.table['exec_seconds'].sum():.1f}"),
         ("engine overhead per point [s]", f"{overhead:.3f}", "target < 0.5 s"),
+        (f"machine ceiling ({args.workers} loops at once)", f"{ceiling:.2f}x",
+         f"sweep reaches {serial_s / cluster_s / ceiling:.0%} of it"),
         ("failed points (serial, cluster)", f"{serial.n_failed}, {cluster.n_failed}", ""),
         ("tables identical (timing aside)", "yes" if same else "NO", ""),
     ]
